@@ -1,0 +1,104 @@
+// Image sources: where manifests and blobs come from. A source hands out
+// bytes; it does not store them and does not know the store layout.
+//
+// Thread-safety: every method of an ImageSource may be called concurrently
+// from several threads (a pull downloads layers in parallel).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ucrfs/common/digest.h"
+#include "ucrfs/common/error.h"
+#include "ucrfs/fetch/auth.h"
+#include "ucrfs/fetch/manifest.h"
+#include "ucrfs/fetch/reference.h"
+
+namespace ucrfs::fetch {
+
+// Receives a blob's bytes in order. If a transfer breaks and cannot be
+// resumed where it stopped, the source calls Restart() and sends the blob
+// again from its first byte.
+class BlobSink {
+ public:
+  virtual ~BlobSink() = default;
+  virtual Status Write(std::string_view data) = 0;
+  virtual Status Restart() = 0;
+  // Bytes accepted since the start (or the last Restart), so a source can
+  // resume a broken transfer with a Range request.
+  virtual uint64_t written() const = 0;
+};
+
+// A manifest (or index) as the source gave it, checked against its digest.
+struct ManifestBlob {
+  std::string body;
+  std::string media_type;  // from Content-Type, a descriptor, or the body
+  Digest digest = Digest::Sha256Of("");
+};
+
+struct SourceOptions {
+  // Registries ("host[:port]") to reach over plain HTTP, or over HTTPS without
+  // verifying the certificate.
+  std::vector<std::string> insecure_registries;
+  std::string registry_ca_file;   // extra CA bundle for TLS verification
+  DockerConfig docker_config;
+  // Registry for references that name none ("host[:port]"); empty means
+  // registry-1.docker.io. Set by --docker-registry URL.
+  std::string default_registry;
+  std::string default_registry_scheme;  // "http"/"https" from that URL, or empty
+  // Directory of `docker save` archives (--docker-registry DIR): bare names
+  // resolve to DIR/<name>[:tag].tar instead of a registry.
+  std::string archive_dir;
+  // Retry policy for transient failures (connect errors, 5xx, 429).
+  int max_attempts = 5;
+  int retry_base_delay_ms = 250;
+  int retry_max_delay_ms = 30000;
+  int connect_timeout_s = 30;
+  int stall_timeout_s = 60;  // abort a transfer below 1 B/s for this long
+};
+
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+
+  // Human-readable name of what this source reads, for messages.
+  virtual std::string Describe() const = 0;
+
+  // The manifest or index that the image reference names, verified: against
+  // the reference's digest if it has one, else against what the source
+  // states (Docker-Content-Digest, an index descriptor).
+  virtual Result<ManifestBlob> GetRootManifest() = 0;
+
+  // A manifest by digest (an entry of an index), verified against it.
+  virtual Result<ManifestBlob> GetManifest(const Descriptor& desc) = 0;
+
+  // Streams a blob (config or layer) into sink. The caller verifies the digest
+  // of what it received; the source only guarantees the byte count matches
+  // desc.size when that is known.
+  virtual Status GetBlob(const Descriptor& desc, BlobSink& sink) = 0;
+};
+
+// Opens the source an ImageRef names.
+Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& ref, const SourceOptions& opts);
+
+// A fully resolved single-platform image: everything needed to fetch its
+// layers and to run it. Nothing here has been stored yet.
+struct ResolvedImage {
+  std::optional<ManifestBlob> index;  // when the reference named an index
+  ManifestBlob manifest;              // the platform's image manifest
+  ImageManifest parsed;
+  Descriptor config_desc;             // for schema1: a synthesized descriptor
+  std::string config_body;            // verified against config_desc.digest
+  ImageConfig config;
+  Platform platform;                  // the platform that was resolved
+};
+
+// Fetches the root manifest; if it is an index, selects `want`; fetches and
+// verifies the config. schema1 images get their config synthesized.
+Result<ResolvedImage> Resolve(ImageSource& source, const Platform& want);
+
+}  // namespace ucrfs::fetch

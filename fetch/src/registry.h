@@ -1,0 +1,91 @@
+// Docker registry HTTP API v2 client for one repository.
+//
+// Owns the protocol: the /v2/ ping, Bearer-token and Basic authentication
+// (tokens cached per scope until they expire), redirects (credentials are
+// never sent to another host), retries with exponential backoff on connect
+// errors, 5xx and 429 (Retry-After honoured), and resumption of a broken blob
+// transfer with a Range request.
+//
+// Thread-safety: all methods may be called concurrently; each call borrows
+// an HttpClient (and so a connection) from a pool.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http.h"
+#include "ucrfs/fetch/source.h"
+
+namespace ucrfs::fetch {
+
+class RegistryClient {
+ public:
+  // registry: "host[:port]" as in the normalized reference.
+  static Result<std::unique_ptr<RegistryClient>> Create(const std::string& registry, const std::string& repository,
+                                                        const SourceOptions& opts);
+  ~RegistryClient();
+
+  // GET /v2/: checks the registry is reachable and speaks v2. For an
+  // insecure registry whose HTTPS fails, falls back to plain HTTP.
+  Status Ping();
+
+  // GET /v2/<repo>/manifests/<reference> (a tag or digest). The body is
+  // verified against `expected` when given, else against the
+  // Docker-Content-Digest header when the registry sends one.
+  Result<ManifestBlob> GetManifest(const std::string& reference, const std::optional<Digest>& expected);
+
+  // GET /v2/<repo>/blobs/<digest> streamed into sink; resumes broken
+  // transfers. The caller verifies the content.
+  Status GetBlob(const Descriptor& desc, BlobSink& sink);
+
+  const std::string& base_url() const { return base_url_; }
+
+ private:
+  struct Token {
+    std::string value;
+    std::chrono::steady_clock::time_point expires;
+  };
+  struct Call {
+    std::string what;  // for messages: "manifest host/repo:tag"
+    std::string url;
+    std::vector<std::string> headers;
+    BlobSink* blob = nullptr;
+    size_t max_body = 1 << 20;
+  };
+
+  RegistryClient(RegistryEndpoint ep, std::string registry, std::string repository, const SourceOptions& opts);
+
+  // Runs a call to completion: auth, redirects, retries. Returns the final
+  // 2xx response, or an error naming `call.what`.
+  Result<HttpResponse> Run(Call& call);
+  Result<HttpResponse> Attempt(HttpClient& http, Call& call, const std::string& url, bool to_registry);
+  HttpRequest BaseRequest(const std::string& url, bool to_registry) const;
+  std::optional<std::string> AuthHeader();
+  // Handles a 401 from the registry: obtains a token or switches to Basic.
+  Status Authenticate(HttpClient& http, const HttpResponse& resp, const std::string& what);
+  Status FetchToken(HttpClient& http, const AuthChallenge& ch, const std::string& what);
+  std::chrono::milliseconds RetryDelay(int attempt, const HttpResponse* resp) const;
+
+  std::unique_ptr<HttpClient> Borrow();
+  void Return(std::unique_ptr<HttpClient> c);
+
+  const std::string registry_;    // host[:port]
+  const std::string repository_;
+  const SourceOptions opts_;
+  const bool insecure_;
+  const std::optional<Credential> credential_;
+  const std::string scope_;       // repository:<repo>:pull
+  std::string base_url_;          // scheme://host[:port]; set once by Ping
+
+  std::mutex mu_;
+  enum class AuthScheme { kNone, kBasic, kBearer } scheme_ = AuthScheme::kNone;  // guarded by mu_
+  std::optional<Token> token_;                                                  // guarded by mu_
+  std::vector<std::unique_ptr<HttpClient>> pool_;                               // guarded by mu_
+};
+
+}  // namespace ucrfs::fetch
