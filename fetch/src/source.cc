@@ -1,0 +1,98 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "registry.h"
+#include "sources.h"
+#include "ucrfs/common/file.h"
+#include "ucrfs/common/log.h"
+
+namespace ucrfs::fetch {
+namespace {
+
+class RegistrySource final : public ImageSource {
+ public:
+  RegistrySource(Reference ref, std::unique_ptr<RegistryClient> client)
+      : ref_(std::move(ref)), client_(std::move(client)) {}
+
+  std::string Describe() const override { return ref_.str(); }
+
+  Result<ManifestBlob> GetRootManifest() override {
+    std::optional<Digest> expected;
+    if (!ref_.digest.empty()) {
+      UCRFS_ASSIGN(Digest d, Digest::Parse(ref_.digest));
+      expected = d;
+    }
+    return client_->GetManifest(ref_.ManifestReference(), expected);
+  }
+
+  Result<ManifestBlob> GetManifest(const Descriptor& desc) override {
+    UCRFS_ASSIGN(ManifestBlob m, client_->GetManifest(desc.digest.str(), desc.digest));
+    if (m.media_type.empty()) m.media_type = desc.media_type;
+    return m;
+  }
+
+  Status GetBlob(const Descriptor& desc, BlobSink& sink) override { return client_->GetBlob(desc, sink); }
+
+ private:
+  const Reference ref_;
+  std::unique_ptr<RegistryClient> client_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const Reference& ref, const SourceOptions& opts) {
+  Reference n = ref.Normalized(opts.default_registry.empty() ? kDefaultRegistry : opts.default_registry);
+  UCRFS_ASSIGN(auto client, RegistryClient::Create(n.registry, n.repository, opts));
+  UCRFS_TRY(client->Ping());
+  return std::unique_ptr<ImageSource>(new RegistrySource(std::move(n), std::move(client)));
+}
+
+Status StreamFile(const std::string& path, int64_t expected_size, BlobSink& sink) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("open " + path);
+  char buf[1 << 16];
+  int64_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("read " + path);
+    }
+    if (n == 0) break;
+    total += n;
+    UCRFS_TRY(sink.Write(std::string_view(buf, static_cast<size_t>(n))));
+  }
+  if (expected_size >= 0 && total != expected_size) {
+    return Error(Errc::kMalformed, fmt::format("{} has {} bytes, its descriptor says {}", path, total, expected_size));
+  }
+  return Ok();
+}
+
+Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& ref, const SourceOptions& opts) {
+  switch (ref.transport) {
+    case Transport::kOciLayout:
+      return OpenOciLayoutSource(ref.path, ref.oci_tag);
+    case Transport::kDockerArchive:
+      return OpenDockerArchiveSource(ref.path, ref.has_reference ? &ref.reference : nullptr);
+    case Transport::kDocker:
+      if (!opts.archive_dir.empty()) {
+        // Mesos' image tar puller: DIR/<reference as given>.tar.
+        std::string file = fmt::format("{}/{}.tar", opts.archive_dir, ref.reference.str());
+        if (!PathExists(file) && ref.reference.tag.empty() && ref.reference.digest.empty()) {
+          std::string tagged = fmt::format("{}/{}:latest.tar", opts.archive_dir, ref.reference.str());
+          if (PathExists(tagged)) file = tagged;
+        }
+        if (!PathExists(file)) {
+          return Error(Errc::kNotFound,
+                       fmt::format("no archive for image '{}' at '{}'", ref.reference.str(), file));
+        }
+        return OpenDockerArchiveSource(file, &ref.reference);
+      }
+      return OpenRegistrySource(ref.reference, opts);
+  }
+  return Error(Errc::kInternal, "unknown transport");
+}
+
+}  // namespace ucrfs::fetch
