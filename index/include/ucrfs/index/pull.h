@@ -1,0 +1,33 @@
+// Pulling an image into the store: resolve, fetch and verify every blob,
+// commit. All or nothing: on any failure the store is left as it was.
+#pragma once
+
+#include <string>
+
+#include "ucrfs/fetch/source.h"
+#include "ucrfs/index/store.h"
+
+namespace ucrfs::index {
+
+struct PullOptions {
+  fetch::Platform platform = fetch::Platform::Host();
+  int parallel = 4;  // layer downloads at once
+};
+
+struct PullResult {
+  ImageRecord record;
+  fetch::ResolvedImage image;
+  int blobs_fetched = 0;    // blobs downloaded by this pull
+  int blobs_reused = 0;     // blobs the store already had
+  uint64_t bytes_fetched = 0;
+};
+
+// Pulls the image `source` serves into `store` under `key`
+// (fetch::ImageRef::str()). Layers the store already holds are not fetched.
+Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::string& key, const PullOptions& opts);
+
+// Record of an image resolved but not pulled (what `inspect` shows of an
+// image the store does not hold).
+ImageRecord MakeRecord(const std::string& key, const fetch::ResolvedImage& image);
+
+}  // namespace ucrfs::index

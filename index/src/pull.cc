@@ -1,0 +1,96 @@
+#include "ucrfs/index/pull.h"
+
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "ucrfs/common/log.h"
+
+namespace ucrfs::index {
+namespace {
+
+// Downloads `layers` into staging with up to `parallel` workers. The first
+// error stops the remaining work and is returned.
+Status FetchLayers(fetch::ImageSource& source, Staging& staging, const std::vector<fetch::Descriptor>& layers,
+                   int parallel, std::atomic<uint64_t>& bytes) {
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  Status first_error;  // guarded by mu
+  std::atomic<bool> failed{false};
+  auto worker = [&] {
+    for (size_t i; !failed && (i = next++) < layers.size();) {
+      const auto& desc = layers[i];
+      Status st = [&]() -> Status {
+        UCRFS_ASSIGN(auto writer, staging.NewBlob(desc));
+        UCRFS_TRY(source.GetBlob(desc, *writer));
+        UCRFS_TRY(writer->Finish());
+        bytes += writer->written();
+        return Ok();
+      }();
+      if (!st.ok()) {
+        std::lock_guard lock(mu);
+        if (first_error.ok()) first_error = st;  // errors name the blob already
+        failed = true;
+      } else {
+        spdlog::info("fetched layer {} ({} bytes)", desc.digest.str(), desc.size);
+      }
+    }
+  };
+  int n = std::max(1, std::min<int>(parallel, static_cast<int>(layers.size())));
+  std::vector<std::thread> threads;
+  for (int i = 1; i < n; ++i) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  return first_error;
+}
+
+}  // namespace
+
+ImageRecord MakeRecord(const std::string& key, const fetch::ResolvedImage& image) {
+  ImageRecord r;
+  r.key = key;
+  r.manifest_digest = image.manifest.digest;
+  r.manifest_media_type = image.manifest.media_type;
+  if (image.index) r.index_digest = image.index->digest;
+  r.platform = image.platform;
+  r.config = image.config_desc;
+  r.layers = image.parsed.layers;
+  r.pulled_at = static_cast<int64_t>(std::time(nullptr));
+  return r;
+}
+
+Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::string& key, const PullOptions& opts) {
+  PullResult out;
+  UCRFS_ASSIGN(out.image, fetch::Resolve(source, opts.platform));
+  const auto& img = out.image;
+  UCRFS_ASSIGN(auto staging, store.BeginStaging());
+
+  // Manifests and config are already in memory and verified by Resolve().
+  if (img.index && !store.HasBlob(img.index->digest)) UCRFS_TRY(staging->PutBytes(img.index->digest, img.index->body));
+  if (!store.HasBlob(img.manifest.digest)) UCRFS_TRY(staging->PutBytes(img.manifest.digest, img.manifest.body));
+  if (!store.HasBlob(img.config_desc.digest)) UCRFS_TRY(staging->PutBytes(img.config_desc.digest, img.config_body));
+
+  std::vector<fetch::Descriptor> missing;
+  std::set<std::string> seen;
+  for (const auto& l : img.parsed.layers) {
+    if (!seen.insert(l.digest.str()).second) continue;  // a layer listed twice is fetched once
+    if (store.HasBlob(l.digest)) {
+      ++out.blobs_reused;
+    } else {
+      missing.push_back(l);
+    }
+  }
+  std::atomic<uint64_t> bytes{0};
+  UCRFS_TRY(FetchLayers(source, *staging, missing, opts.parallel, bytes));
+  out.blobs_fetched = static_cast<int>(missing.size());
+  out.bytes_fetched = bytes;
+  out.record = MakeRecord(key, img);
+  UCRFS_TRY(store.CommitImage(*staging, out.record));
+  return out;
+}
+
+}  // namespace ucrfs::index
