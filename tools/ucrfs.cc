@@ -88,8 +88,9 @@ std::string HumanSize(int64_t n) {
 }
 
 Status CmdPull(const GlobalFlags& g, const std::string& image) {
-  UCRFS_ASSIGN(auto ref, fetch::ImageRef::Parse(image));
+  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
+  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
@@ -147,7 +148,9 @@ void PrintInspect(const index::ImageRecord& r, const fetch::ImageConfig& cfg) {
 }
 
 Status CmdInspect(const GlobalFlags& g, const std::string& image, bool json) {
-  UCRFS_ASSIGN(auto ref, fetch::ImageRef::Parse(image));
+  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
+  UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
+  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   const std::string key = ref.str();
   std::optional<index::ImageRecord> record;
   fetch::ImageConfig cfg;
@@ -162,7 +165,6 @@ Status CmdInspect(const GlobalFlags& g, const std::string& image, bool json) {
     }
   }
   if (!record) {
-    UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
     UCRFS_ASSIGN(auto platform, WantedPlatform(g));
     UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
     UCRFS_ASSIGN(auto resolved, fetch::Resolve(*source, platform));

@@ -70,26 +70,38 @@ Status StreamFile(const std::string& path, int64_t expected_size, BlobSink& sink
   return Ok();
 }
 
-Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& ref, const SourceOptions& opts) {
+Result<ImageRef> EffectiveRef(const ImageRef& ref, const SourceOptions& opts) {
+  if (ref.transport != Transport::kDocker) return ref;
+  ImageRef out = ref;
+  if (!opts.archive_dir.empty()) {
+    // Mesos' image tar puller: DIR/<reference as given>.tar.
+    std::string file = fmt::format("{}/{}.tar", opts.archive_dir, ref.reference.str());
+    if (!PathExists(file) && ref.reference.tag.empty() && ref.reference.digest.empty()) {
+      std::string tagged = fmt::format("{}/{}:latest.tar", opts.archive_dir, ref.reference.str());
+      if (PathExists(tagged)) file = tagged;
+    }
+    if (!PathExists(file)) {
+      return Error(Errc::kNotFound, fmt::format("no archive for image '{}' at '{}'", ref.reference.str(), file));
+    }
+    out.transport = Transport::kDockerArchive;
+    out.path = file;
+    out.has_reference = true;
+    return out;
+  }
+  if (out.reference.registry.empty() && !opts.default_registry.empty()) {
+    out.reference.registry = opts.default_registry;
+  }
+  return out;
+}
+
+Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& given, const SourceOptions& opts) {
+  UCRFS_ASSIGN(ImageRef ref, EffectiveRef(given, opts));
   switch (ref.transport) {
     case Transport::kOciLayout:
       return OpenOciLayoutSource(ref.path, ref.oci_tag);
     case Transport::kDockerArchive:
       return OpenDockerArchiveSource(ref.path, ref.has_reference ? &ref.reference : nullptr);
     case Transport::kDocker:
-      if (!opts.archive_dir.empty()) {
-        // Mesos' image tar puller: DIR/<reference as given>.tar.
-        std::string file = fmt::format("{}/{}.tar", opts.archive_dir, ref.reference.str());
-        if (!PathExists(file) && ref.reference.tag.empty() && ref.reference.digest.empty()) {
-          std::string tagged = fmt::format("{}/{}:latest.tar", opts.archive_dir, ref.reference.str());
-          if (PathExists(tagged)) file = tagged;
-        }
-        if (!PathExists(file)) {
-          return Error(Errc::kNotFound,
-                       fmt::format("no archive for image '{}' at '{}'", ref.reference.str(), file));
-        }
-        return OpenDockerArchiveSource(file, &ref.reference);
-      }
       return OpenRegistrySource(ref.reference, opts);
   }
   return Error(Errc::kInternal, "unknown transport");

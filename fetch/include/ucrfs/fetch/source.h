@@ -82,7 +82,13 @@ class ImageSource {
   virtual Status GetBlob(const Descriptor& desc, BlobSink& sink) = 0;
 };
 
-// Opens the source an ImageRef names.
+// What an ImageRef names once the options are applied: a bare name under
+// --docker-registry DIR becomes the docker-archive DIR/<name>[:tag].tar; a
+// name without a registry gets opts.default_registry. The result's str() is
+// the image's key in the store.
+Result<ImageRef> EffectiveRef(const ImageRef& ref, const SourceOptions& opts);
+
+// Opens the source an ImageRef names (after EffectiveRef).
 Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& ref, const SourceOptions& opts);
 
 // A fully resolved single-platform image: everything needed to fetch its
