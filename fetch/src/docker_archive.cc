@@ -230,14 +230,14 @@ Status DockerArchiveSource::FromManifestJson(const Member& mj, const Reference* 
     pick = &j[0];
   }
   if (pick == nullptr) {
-    // A single untagged or differently tagged image is still what was asked
-    // for when the archive was named explicitly (Mesos: DIR/<name>.tar).
-    if (j.size() == 1) {
-      pick = &j[0];
-    } else {
+    // An image saved without a tag (RepoTags null or empty) can only be
+    // named by the file; a tagged one must match the reference asked for.
+    bool untagged = j.size() == 1 && tags.empty();
+    if (!untagged) {
       return Error(Errc::kNotFound, fmt::format("archive has no image '{}' (it has: {})", ref->str(),
                                                 fmt::join(tags, ", ")));
     }
+    pick = &j[0];
   }
   const auto& img = *pick;
   if (!img.contains("Config") || !img["Config"].is_string() || !img.contains("Layers") || !img["Layers"].is_array()) {
