@@ -14,7 +14,7 @@ BUILD_PKGS=(
 TOOL_PKGS=(
   docker-registry skopeo umoci containerd stargz-snapshotter crun
   fuse3 openssl apache2-utils busybox-static python3 curl ca-certificates
-  iproute2 procps
+  iproute2 procps zstd
 )
 
 SUDO=""

@@ -1,0 +1,1 @@
+"""Helpers for the ucrfs integration tests (stdlib only)."""
