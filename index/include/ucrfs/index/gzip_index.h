@@ -1,0 +1,70 @@
+// Random access into gzip streams without unpacking them: zlib's zran method.
+//
+// While a gzip layer is inflated once (for indexing), a checkpoint is taken at
+// a deflate block boundary every `span` bytes of output: the output and input
+// offsets, the bit offset inside the input byte, and the last 32 KiB of output
+// (the window). To read at any output offset later, inflation restarts at the
+// nearest checkpoint before it: prime the bits, set the window as dictionary,
+// inflate forward. Concatenated gzip members are handled.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ucrfs/index/stream.h"
+
+namespace ucrfs::index {
+
+struct Checkpoint {
+  uint64_t out_offset = 0;  // offset in the decoded stream
+  uint64_t in_offset = 0;   // offset in the gzip file of the first byte to feed
+  uint8_t bits = 0;         // bits of the byte before in_offset still to use (0-7)
+  std::string window;       // up to 32 KiB of output preceding out_offset (empty at a member start)
+
+  // Compact binary form for the store (the window is deflated).
+  std::string Serialize() const;
+  static Result<Checkpoint> Deserialize(std::string_view data);
+};
+
+// Inflates a gzip file as a ByteStream, taking checkpoints as it goes. The
+// first checkpoint is at offset 0. Errors (bad header, corrupt data, a
+// truncated stream, trailing garbage that is not another gzip member) are
+// kMalformed.
+class GzipIndexingStream final : public ByteStream {
+ public:
+  static Result<std::unique_ptr<GzipIndexingStream>> Open(const std::string& path, uint64_t span = 4 << 20);
+  ~GzipIndexingStream() override;
+  Result<size_t> Read(char* buf, size_t n) override;
+  uint64_t position() const override;
+  // Checkpoints taken so far (all of them once the stream hit its end).
+  const std::vector<Checkpoint>& checkpoints() const;
+
+ private:
+  struct Impl;
+  explicit GzipIndexingStream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Serves reads at any decoded offset of one gzip file from its checkpoints.
+// Decoded data is cached in aligned chunks (LRU, bounded), so sequential reads
+// inflate each span once. Thread-safe.
+class GzipRandomReader {
+ public:
+  static Result<std::unique_ptr<GzipRandomReader>> Open(const std::string& path, std::vector<Checkpoint> checkpoints,
+                                                        uint64_t decoded_size, size_t cache_bytes = 64 << 20);
+  ~GzipRandomReader();
+  // Reads len bytes at decoded offset `offset` (fewer only at the end).
+  Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len);
+
+ private:
+  struct Impl;
+  explicit GzipRandomReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ucrfs::index
