@@ -1,5 +1,7 @@
 #include "ucrfs/index/store.h"
 
+#include "lmdb_env.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -22,44 +24,7 @@ namespace ucrfs::index {
 namespace {
 
 constexpr size_t kMapSize = size_t{64} << 30;  // address space only; the file grows as needed
-constexpr const char* kMetaDb = "meta";
-constexpr const char* kImagesDb = "images";
 constexpr std::string_view kSchemaKey = "schema_version";
-
-Error LmdbError(std::string_view what, int rc) {
-  return Error(rc == MDB_MAP_FULL ? Errc::kTooBig : Errc::kIo, fmt::format("store index: {}: {}", what, mdb_strerror(rc)));
-}
-
-MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
-std::string_view View(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
-
-// Owns a transaction; aborts it unless committed.
-class Txn {
- public:
-  Txn() = default;
-  ~Txn() {
-    if (txn_ != nullptr) mdb_txn_abort(txn_);
-  }
-  Txn(const Txn&) = delete;
-  Txn& operator=(const Txn&) = delete;
-  Status Begin(MDB_env* env, bool write) {
-    int rc = mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_);
-    if (rc != 0) {
-      txn_ = nullptr;
-      return LmdbError("begin transaction", rc);
-    }
-    return Ok();
-  }
-  Status Commit() {
-    int rc = mdb_txn_commit(txn_);
-    txn_ = nullptr;
-    return rc == 0 ? Ok() : Status(LmdbError("commit", rc));
-  }
-  MDB_txn* get() const { return txn_; }
-
- private:
-  MDB_txn* txn_ = nullptr;
-};
 
 nlohmann::json DescriptorJson(const fetch::Descriptor& d) {
   nlohmann::json j = {{"mediaType", d.media_type}, {"digest", d.digest.str()}, {"size", d.size}};
@@ -120,15 +85,6 @@ Result<ImageRecord> ImageRecord::FromJson(std::string_view json) {
   }
 }
 
-struct Store::Env {
-  MDB_env* env = nullptr;
-  MDB_dbi meta = 0;
-  MDB_dbi images = 0;
-  ~Env() {
-    if (env != nullptr) mdb_env_close(env);
-  }
-};
-
 Store::Store(std::string root, std::unique_ptr<Env> env) : root_(std::move(root)), env_(std::move(env)) {}
 Store::~Store() = default;
 
@@ -138,7 +94,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& root, Mode mode) {
     return Error(Errc::kNotFound, fmt::format("no ucrfs store at {}", root));
   }
   if (mode == Mode::kReadWrite) {
-    for (const char* sub : {"/blobs/sha256", "/blobs/sha512", "/staging", "/index"}) UCRFS_TRY(MakeDirs(root + sub));
+    for (const char* sub : {"/blobs/sha256", "/blobs/sha512", "/staging", "/index", "/decoded"}) UCRFS_TRY(MakeDirs(root + sub));
   }
   auto env = std::make_unique<Env>();
   int rc = mdb_env_create(&env->env);
@@ -154,16 +110,17 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& root, Mode mode) {
   Txn txn;
   UCRFS_TRY(txn.Begin(env->env, mode == Mode::kReadWrite));
   unsigned dbflags = mode == Mode::kReadWrite ? MDB_CREATE : 0;
-  rc = mdb_dbi_open(txn.get(), kMetaDb, dbflags, &env->meta);
-  if (rc == 0) rc = mdb_dbi_open(txn.get(), kImagesDb, dbflags, &env->images);
-  if (rc == MDB_NOTFOUND) return Error(Errc::kNotFound, fmt::format("no ucrfs store at {}", root));
-  if (rc != 0) return LmdbError("open databases", rc);
+  for (int i = 0; i < static_cast<int>(Dbi::kCount); ++i) {
+    rc = mdb_dbi_open(txn.get(), kDbiNames[i], dbflags, &env->dbis[i]);
+    if (rc == MDB_NOTFOUND) return Error(Errc::kNotFound, fmt::format("no ucrfs store at {}", root));
+    if (rc != 0) return LmdbError(fmt::format("open database {}", kDbiNames[i]), rc);
+  }
   MDB_val k = Val(kSchemaKey), v;
-  rc = mdb_get(txn.get(), env->meta, &k, &v);
+  rc = mdb_get(txn.get(), (*env)[Dbi::kMeta], &k, &v);
   if (rc == MDB_NOTFOUND && mode == Mode::kReadWrite) {
     std::string ver = std::to_string(kSchemaVersion);
     MDB_val nv = Val(ver);
-    rc = mdb_put(txn.get(), env->meta, &k, &nv, 0);
+    rc = mdb_put(txn.get(), (*env)[Dbi::kMeta], &k, &nv, 0);
     if (rc != 0) return LmdbError("write schema version", rc);
   } else if (rc == 0) {
     uint32_t have = static_cast<uint32_t>(std::strtoul(std::string(View(v)).c_str(), nullptr, 10));
@@ -204,6 +161,10 @@ std::string Store::BlobPath(const Digest& d) const {
 
 bool Store::HasBlob(const Digest& d) const { return PathExists(BlobPath(d)); }
 
+std::string Store::DecodedPath(const Digest& layer) const {
+  return fmt::format("{}/decoded/{}-{}.tar", root_, layer.algorithm_name(), layer.hex());
+}
+
 Result<std::unique_ptr<Staging>> Store::BeginStaging() {
   static std::atomic<uint64_t> counter{0};
   std::string path = fmt::format("{}/staging/{}-{}-{:x}", root_, ::getpid(), counter++, std::random_device{}());
@@ -228,7 +189,7 @@ Status Store::CommitImage(Staging& staging, const ImageRecord& image) {
   UCRFS_TRY(txn.Begin(env_->env, true));
   std::string value = image.ToJson();
   MDB_val k = Val(image.key), v = Val(value);
-  int rc = mdb_put(txn.get(), env_->images, &k, &v, 0);
+  int rc = mdb_put(txn.get(), (*env_)[Dbi::kImages], &k, &v, 0);
   if (rc != 0) return LmdbError("put image", rc);
   return txn.Commit();
 }
@@ -237,7 +198,7 @@ Result<std::optional<ImageRecord>> Store::FindImage(const std::string& key) cons
   Txn txn;
   UCRFS_TRY(txn.Begin(env_->env, false));
   MDB_val k = Val(key), v;
-  int rc = mdb_get(txn.get(), env_->images, &k, &v);
+  int rc = mdb_get(txn.get(), (*env_)[Dbi::kImages], &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<ImageRecord>();
   if (rc != 0) return LmdbError("get image", rc);
   UCRFS_ASSIGN(ImageRecord r, ImageRecord::FromJson(View(v)));
@@ -248,7 +209,7 @@ Result<std::vector<ImageRecord>> Store::ListImages() const {
   Txn txn;
   UCRFS_TRY(txn.Begin(env_->env, false));
   MDB_cursor* cur = nullptr;
-  int rc = mdb_cursor_open(txn.get(), env_->images, &cur);
+  int rc = mdb_cursor_open(txn.get(), (*env_)[Dbi::kImages], &cur);
   if (rc != 0) return LmdbError("open cursor", rc);
   std::vector<ImageRecord> out;
   MDB_val k, v;
@@ -265,6 +226,14 @@ Result<std::vector<ImageRecord>> Store::ListImages() const {
   if (!st.ok()) return st.error();
   if (rc != MDB_NOTFOUND && rc != 0) return LmdbError("iterate images", rc);
   return out;
+}
+
+Result<uint64_t> NextId(Txn& txn, const Store::Env& env, std::string_view counter) {
+  UCRFS_ASSIGN(auto cur, txn.Get(env[Dbi::kMeta], counter));
+  uint64_t next = 1;
+  if (cur) next = std::strtoull(std::string(*cur).c_str(), nullptr, 10) + 1;
+  UCRFS_TRY(txn.Put(env[Dbi::kMeta], counter, std::to_string(next)));
+  return next;
 }
 
 // --- Staging and BlobWriter ---

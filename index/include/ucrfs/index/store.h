@@ -73,8 +73,13 @@ class Store {
   Result<std::optional<ImageRecord>> FindImage(const std::string& key) const;
   Result<std::vector<ImageRecord>> ListImages() const;
 
- private:
+  // The LMDB environment, for the index's own files (lmdb_env.h).
   struct Env;
+  const Env& env() const { return *env_; }
+  // Where the decoded tar stream of a zstd layer is kept.
+  std::string DecodedPath(const Digest& layer) const;
+
+ private:
   Store(std::string root, std::unique_ptr<Env> env);
   void RemoveDeadStaging();
 

@@ -1,0 +1,53 @@
+// Layer indexes: every entry of a layer and where its bytes are, recorded
+// once per layer blob, and a reader of a layer's decoded tar stream.
+//
+// How bytes are served, by layer format (docs/store.md):
+//  * tar:  straight from the blob (the decoded stream is the blob);
+//  * gzip: from the blob, inflating from the nearest checkpoint (every ~4 MiB
+//          of output, zran-style) — nothing is unpacked;
+//  * zstd: from a decoded copy of the tar stream kept beside the blob, since a
+//          zstd frame cannot be entered mid-way (zstd:chunked layers, whose
+//          chunks are frames, are served lazily by their TOC instead).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "ucrfs/fetch/manifest.h"
+#include "ucrfs/index/gzip_index.h"
+#include "ucrfs/index/store.h"
+#include "ucrfs/index/tar.h"
+
+namespace ucrfs::index {
+
+enum class LayerFormat : uint8_t { kTar = 0, kGzip = 1, kZstd = 2 };
+
+struct LayerRecord {
+  uint64_t id = 0;  // store-local, names the layer in other DBIs
+  LayerFormat format = LayerFormat::kTar;
+  uint64_t decoded_size = 0;  // bytes of the tar stream
+  uint64_t entries = 0;
+  uint64_t checkpoints = 0;
+};
+
+// Indexes the layer (its blob must be in the store) unless it already is.
+// The entries, checkpoints and the record commit in one transaction: a layer
+// is indexed entirely or not at all. Bad content (hostile paths, a truncated
+// stream, an absurd header) is kMalformed naming the layer and the entry.
+Result<LayerRecord> EnsureLayerIndexed(Store& store, const fetch::Descriptor& layer);
+
+Result<std::optional<LayerRecord>> FindLayer(const Store& store, const Digest& layer);
+Result<std::vector<TarEntry>> LoadLayerEntries(const Store& store, const LayerRecord& layer);
+
+// Random access to a layer's decoded tar stream. Thread-safe.
+class LayerReader {
+ public:
+  virtual ~LayerReader() = default;
+  // Reads up to len bytes at decoded offset `offset`; short only at the end.
+  virtual Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) = 0;
+  static Result<std::unique_ptr<LayerReader>> Open(const Store& store, const Digest& layer, const LayerRecord& rec);
+};
+
+}  // namespace ucrfs::index
