@@ -1,191 +1,16 @@
-// The ucrfs command. Thin: parses flags, calls the libraries, prints.
-#include <unistd.h>
-
+// The ucrfs command: flags and dispatch. The commands live in *_cmds.cc.
 #include <cstdio>
-#include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
-#include "ucrfs/common/file.h"
+#include "commands.h"
 #include "ucrfs/common/log.h"
-#include "ucrfs/fetch/source.h"
-#include "ucrfs/index/pull.h"
-#include "ucrfs/index/store.h"
 
-namespace ucrfs {
+namespace ucrfs::cli {
 namespace {
 
-struct GlobalFlags {
-  std::string store = "/var/lib/ucrfs";
-  std::string log_level = "warn";
-  std::vector<std::string> insecure_registries;
-  std::string registry_ca;
-  std::string docker_config;
-  std::string docker_registry;
-  std::string platform;
-};
-
-// --docker-registry: a directory of `docker save` archives (an absolute path
-// or file:// URL), or the registry for names that carry none (URL or
-// host[:port]), as the Mesos agent flag of the same name.
-Status ApplyDockerRegistry(const std::string& value, fetch::SourceOptions& opts) {
-  if (value.empty()) return Ok();
-  std::string v = value;
-  if (v.rfind("file://", 0) == 0) v = v.substr(7);
-  if (!v.empty() && v.front() == '/') {
-    opts.archive_dir = v;
-    return Ok();
-  }
-  for (const char* scheme : {"http", "https"}) {
-    std::string prefix = std::string(scheme) + "://";
-    if (v.rfind(prefix, 0) == 0) {
-      v = v.substr(prefix.size());
-      opts.default_registry_scheme = scheme;
-    }
-  }
-  v = v.substr(0, v.find('/'));
-  UCRFS_ASSIGN(auto ep, fetch::ParseRegistryEndpoint(v));
-  if (ep.host.empty()) return Error(Errc::kInvalidArgument, fmt::format("--docker-registry: bad value '{}'", value));
-  opts.default_registry = v;
-  return Ok();
-}
-
-Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g) {
-  fetch::SourceOptions opts;
-  opts.insecure_registries = g.insecure_registries;
-  opts.registry_ca_file = g.registry_ca;
-  if (!g.registry_ca.empty() && !PathExists(g.registry_ca)) {
-    return Error(Errc::kNotFound, fmt::format("--registry-ca: {} does not exist", g.registry_ca));
-  }
-  std::optional<std::string> cfg;
-  if (!g.docker_config.empty()) cfg = g.docker_config;
-  auto dc = fetch::DockerConfig::Load(cfg);
-  if (!dc.ok()) return dc.error().Wrap("docker config");
-  opts.docker_config = std::move(dc).value();
-  UCRFS_TRY(ApplyDockerRegistry(g.docker_registry, opts));
-  return opts;
-}
-
-Result<fetch::Platform> WantedPlatform(const GlobalFlags& g) {
-  if (g.platform.empty()) return fetch::Platform::Host();
-  auto p = fetch::Platform::Parse(g.platform);
-  if (!p.ok()) return p.error().Wrap("--platform");
-  return p;
-}
-
-std::string HumanSize(int64_t n) {
-  if (n < 0) return "?";
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
-}
-
-Status CmdPull(const GlobalFlags& g, const std::string& image) {
-  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
-  UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
-  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
-  UCRFS_ASSIGN(auto platform, WantedPlatform(g));
-  UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
-  UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
-  index::PullOptions po;
-  po.platform = platform;
-  UCRFS_ASSIGN(auto res, index::Pull(*store, *source, ref.str(), po));
-  spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store", ref.str(), res.blobs_fetched,
-               res.bytes_fetched, res.blobs_reused);
-  std::cout << res.record.manifest_digest.str() << std::endl;
-  return Ok();
-}
-
-nlohmann::json InspectJson(const index::ImageRecord& r, const fetch::ImageConfig& cfg) {
-  nlohmann::json j;
-  j["reference"] = r.key;
-  j["digest"] = r.manifest_digest.str();
-  if (r.index_digest) j["indexDigest"] = r.index_digest->str();
-  j["mediaType"] = r.manifest_media_type;
-  j["platform"] = {{"os", r.platform.os}, {"architecture", r.platform.architecture}};
-  if (!r.platform.variant.empty()) j["platform"]["variant"] = r.platform.variant;
-  j["configDigest"] = r.config.digest.str();
-  j["layers"] = nlohmann::json::array();
-  for (const auto& l : r.layers) j["layers"].push_back({{"digest", l.digest.str()}, {"mediaType", l.media_type}, {"size", l.size}});
-  j["config"] = cfg.config.is_object() ? cfg.config : nlohmann::json::object();
-  if (!cfg.created.empty()) j["created"] = cfg.created;
-  return j;
-}
-
-void PrintInspect(const index::ImageRecord& r, const fetch::ImageConfig& cfg) {
-  auto list = [](const std::vector<std::string>& v) { return nlohmann::json(v).dump(); };
-  int64_t total = 0;
-  for (const auto& l : r.layers) total += std::max<int64_t>(l.size, 0);
-  fmt::print("Reference:   {}\n", r.key);
-  fmt::print("Digest:      {}\n", r.manifest_digest.str());
-  if (r.index_digest) fmt::print("Index:       {}\n", r.index_digest->str());
-  fmt::print("MediaType:   {}\n", r.manifest_media_type);
-  fmt::print("Platform:    {}\n", r.platform.str());
-  fmt::print("Config:      {}\n", r.config.digest.str());
-  if (!cfg.created.empty()) fmt::print("Created:     {}\n", cfg.created);
-  fmt::print("Layers:      {} ({})\n", r.layers.size(), HumanSize(total));
-  for (const auto& l : r.layers) fmt::print("  {}  {:>10}  {}\n", l.digest.str(), HumanSize(l.size), l.media_type);
-  const auto& rt = cfg.runtime;
-  fmt::print("Entrypoint:  {}\n", list(rt.entrypoint));
-  fmt::print("Cmd:         {}\n", list(rt.cmd));
-  fmt::print("WorkingDir:  {}\n", rt.working_dir);
-  fmt::print("User:        {}\n", rt.user);
-  fmt::print("Env:\n");
-  for (const auto& e : rt.env) fmt::print("  {}\n", e);
-  if (!rt.exposed_ports.empty()) fmt::print("ExposedPorts: {}\n", list(rt.exposed_ports));
-  if (!rt.volumes.empty()) fmt::print("Volumes:     {}\n", list(rt.volumes));
-  if (!rt.labels.empty()) {
-    fmt::print("Labels:\n");
-    for (const auto& [k, v] : rt.labels) fmt::print("  {}={}\n", k, v);
-  }
-}
-
-Status CmdInspect(const GlobalFlags& g, const std::string& image, bool json) {
-  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
-  UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
-  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
-  const std::string key = ref.str();
-  std::optional<index::ImageRecord> record;
-  fetch::ImageConfig cfg;
-  // A pulled image is described from the store, without the network.
-  auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
-  if (!store.ok() && store.error().code() != Errc::kNotFound) return store.error();
-  if (store.ok()) {
-    UCRFS_ASSIGN(record, (*store)->FindImage(key));
-    if (record) {
-      UCRFS_ASSIGN(std::string body, ReadFile((*store)->BlobPath(record->config.digest)));
-      UCRFS_ASSIGN(cfg, fetch::ParseImageConfig(body));
-    }
-  }
-  if (!record) {
-    UCRFS_ASSIGN(auto platform, WantedPlatform(g));
-    UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
-    UCRFS_ASSIGN(auto resolved, fetch::Resolve(*source, platform));
-    record = index::MakeRecord(key, resolved);
-    cfg = std::move(resolved.config);
-  }
-  if (json) {
-    std::cout << InspectJson(*record, cfg).dump(2) << std::endl;
-  } else {
-    PrintInspect(*record, cfg);
-  }
-  return Ok();
-}
-
-int Main(int argc, char** argv) {
-  CLI::App app{
-      "ucrfs: container root filesystems from Docker, OCI and Appc images.\n\n"
-      "IMAGE is docker://REF or a bare REF ([REGISTRY[:PORT]/]NAME[:TAG|@DIGEST]),\n"
-      "oci:DIR[:TAG] (an OCI image layout), or docker-archive:FILE[:REF] (docker save)."};
-  app.require_subcommand(1);
-  GlobalFlags g;
+void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
   app.add_option("--store,--docker-store-dir", g.store, "Store directory")->capture_default_str();
   app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str();
@@ -199,11 +24,21 @@ int Main(int argc, char** argv) {
   app.add_option("--docker-registry", g.docker_registry,
                  "Registry for names without one (URL or HOST[:PORT]; default registry-1.docker.io), or a "
                  "directory of docker save archives DIR/NAME[:TAG].tar");
-  app.add_option("--platform", g.platform, "Platform to pick from multi-platform images, os/arch[/variant] "
-                                           "(default: this machine's)");
+  app.add_option("--platform", g.platform,
+                 "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
+}
 
-  std::string image;
-  bool json = false;
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "ucrfs: container root filesystems from Docker, OCI and Appc images.\n\n"
+      "IMAGE is docker://REF or a bare REF ([REGISTRY[:PORT]/]NAME[:TAG|@DIGEST]),\n"
+      "oci:DIR[:TAG] (an OCI image layout), or docker-archive:FILE[:REF] (docker save)."};
+  app.require_subcommand(1);
+  GlobalFlags g;
+  AddGlobalFlags(app, g);
+
+  std::string image, mountpoint;
+  bool json = false, foreground = false, lazy = false;
   auto* pull = app.add_subcommand("pull", "Fetch an image's manifest, config and layers into the store; print "
                                           "the image manifest digest");
   pull->add_option("IMAGE", image, "Image to pull")->required();
@@ -211,6 +46,16 @@ int Main(int argc, char** argv) {
                                                 "(from the store if pulled, else from its source)");
   inspect->add_option("IMAGE", image, "Image to inspect")->required();
   inspect->add_flag("--json", json, "One JSON object: digest, layers [{digest, mediaType, size}], config");
+  auto* images = app.add_subcommand("images", "List the images in the store");
+  images->add_flag("--json", json, "A JSON array of {reference, digest, platform, layers, size, indexed}");
+  auto* mount = app.add_subcommand("mount", "Mount an image's merged root filesystem read-only at MOUNTPOINT "
+                                            "(pulling and indexing what is missing); returns once it serves");
+  mount->add_option("IMAGE", image, "Image to mount")->required();
+  mount->add_option("MOUNTPOINT", mountpoint, "An existing directory")->required();
+  mount->add_flag("--foreground", foreground, "Keep the server attached until the filesystem is unmounted");
+  auto* umount = app.add_subcommand("umount", "Unmount a ucrfs mount and wait for its server to exit");
+  umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
+  umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
 
   try {
     app.parse(argc, argv);
@@ -223,8 +68,11 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Status st;
-  if (*pull) st = CmdPull(g, image);
-  if (*inspect) st = CmdInspect(g, image, json);
+  if (*pull) st = Pull(g, image);
+  if (*inspect) st = Inspect(g, image, json);
+  if (*images) st = Images(g, json);
+  if (*mount) st = Mount(g, image, mountpoint, foreground);
+  if (*umount) st = Umount(mountpoint, lazy);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());
     return 1;
@@ -233,6 +81,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace ucrfs
+}  // namespace ucrfs::cli
 
-int main(int argc, char** argv) { return ucrfs::Main(argc, argv); }
+int main(int argc, char** argv) { return ucrfs::cli::Main(argc, argv); }

@@ -1,0 +1,35 @@
+// The ucrfs subcommands. Each is a thin function over the libraries.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ucrfs/common/error.h"
+#include "ucrfs/fetch/source.h"
+#include "ucrfs/index/store.h"
+
+namespace ucrfs::cli {
+
+struct GlobalFlags {
+  std::string store = "/var/lib/ucrfs";
+  std::string log_level = "warn";
+  std::vector<std::string> insecure_registries;
+  std::string registry_ca;
+  std::string docker_config;
+  std::string docker_registry;
+  std::string platform;
+};
+
+// Shared by the commands.
+Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g);
+Result<fetch::Platform> WantedPlatform(const GlobalFlags& g);
+// The store's record of an image, pulling it first when the store has none.
+Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image);
+
+Status Pull(const GlobalFlags& g, const std::string& image);
+Status Inspect(const GlobalFlags& g, const std::string& image, bool json);
+Status Images(const GlobalFlags& g, bool json);
+Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, bool foreground);
+Status Umount(const std::string& mountpoint, bool lazy);
+
+}  // namespace ucrfs::cli

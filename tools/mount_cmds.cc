@@ -1,0 +1,152 @@
+// mount and umount.
+//
+// `mount` does all the slow, fallible work in the foreground (pull, index,
+// merge), then forks the server: the child mounts and tells the parent over a
+// pipe that it is serving (or why it is not), and the parent returns. LMDB
+// environments must not cross a fork, so the store is closed before it and
+// reopened in the child.
+//
+// A running server records itself in /run/ucrfs/mounts/<sha256(mountpoint)>
+// (pid, mountpoint, image); `umount` unmounts and waits for that pid to exit.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "ucrfs/common/file.h"
+#include "ucrfs/common/log.h"
+#include "ucrfs/fusefs/server.h"
+#include "ucrfs/index/image_tree.h"
+
+namespace ucrfs::cli {
+namespace {
+
+constexpr const char* kRunDir = "/run/ucrfs/mounts";
+
+std::string PidFile(const std::string& mountpoint) {
+  return fmt::format("{}/{}", kRunDir, Digest::Sha256Of(mountpoint).hex());
+}
+
+Result<std::string> RealDir(const std::string& path) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) == nullptr) return ErrnoError("mountpoint " + path);
+  struct stat st;
+  if (::stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Error(Errc::kInvalidArgument, fmt::format("mountpoint {} is not a directory", path));
+  }
+  return std::string(buf);
+}
+
+// Serves the image until it is unmounted. `ready` (if >= 0) gets "OK\n" once
+// the mount is serving, or the error line, and is then closed.
+Status Serve(const std::string& store_dir, const index::ImageRecord& image, const std::string& mountpoint, int ready) {
+  auto report = [&](const Status& st) {
+    if (ready < 0) return;
+    std::string msg = st.ok() ? "OK\n" : st.error().message() + "\n";
+    (void)WriteAll(ready, msg, "ready pipe");
+    ::close(ready);
+    ready = -1;
+  };
+  auto run = [&]() -> Status {
+    UCRFS_ASSIGN(auto opened, index::Store::Open(store_dir, index::Store::Mode::kReadOnly));
+    std::shared_ptr<index::Store> store(std::move(opened));
+    UCRFS_ASSIGN(auto tree, index::OpenTree(store, image));
+    fusefs::MountOptions mo;
+    mo.mountpoint = mountpoint;
+    mo.fsname = "ucrfs";
+    UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(std::move(tree), mo));
+    UCRFS_TRY(MakeDirs(kRunDir));
+    UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
+    report(Ok());
+    Status st = server->Run();
+    ::unlink(PidFile(mountpoint).c_str());
+    return st;
+  };
+  Status st = run();
+  report(st);
+  return st;
+}
+
+}  // namespace
+
+Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, bool foreground) {
+  UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (fusefs::IsMounted(mountpoint)) {
+    return Error(Errc::kInvalidArgument, fmt::format("{} is already a ucrfs mount", mountpoint));
+  }
+  index::ImageRecord record;
+  {
+    UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
+    UCRFS_ASSIGN(record, GetOrPull(g, *store, image));
+    UCRFS_TRY(index::PrepareImage(*store, record));
+  }  // closed before any fork
+  if (foreground) return Serve(g.store, record, mountpoint, -1);
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoError("fork");
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::setsid();
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, STDIN_FILENO);
+      ::dup2(null, STDOUT_FILENO);
+      ::dup2(null, STDERR_FILENO);
+      if (null > STDERR_FILENO) ::close(null);
+    }
+    if (::chdir("/") != 0) ::_exit(1);
+    Status st = Serve(g.store, record, mountpoint, fds[1]);
+    ::_exit(st.ok() ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string answer;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (answer == "OK\n") return Ok();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!answer.empty() && answer.back() == '\n') answer.pop_back();
+  if (answer.empty()) answer = fmt::format("mount server exited before serving (status {})", status);
+  return Error(Errc::kIo, answer);
+}
+
+Status Umount(const std::string& mountpoint_arg, bool lazy) {
+  UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (!fusefs::IsMounted(mountpoint)) {
+    return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
+  }
+  pid_t pid = 0;
+  if (auto pf = ReadFile(PidFile(mountpoint)); pf.ok()) pid = static_cast<pid_t>(std::atol(pf->c_str()));
+  UCRFS_TRY(fusefs::Unmount(mountpoint, lazy));
+  // The server's loop ends when the kernel closes the session; wait for it so
+  // that no server outlives the mount.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (pid > 0 && ::kill(pid, 0) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGTERM);
+      return Error(Errc::kIo, fmt::format("server {} for {} did not exit after unmount; sent SIGTERM", pid,
+                                          mountpoint));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Ok();
+}
+
+}  // namespace ucrfs::cli
