@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo, from a fresh Debian 12 machine: installs what it needs, builds
 # ucrfs, makes a small image from busybox-static, serves it from a local
-# docker-registry on 127.0.0.1, and shows ucrfs pulling and inspecting it.
+# docker-registry on 127.0.0.1, and shows ucrfs pulling, inspecting and
+# mounting it, and running a command in the mounted root filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -11,7 +12,9 @@ UCRFS="$ROOT/${UCRFS_BUILD_DIR:-build}/tools/ucrfs"
 
 WORK=$(mktemp -d /tmp/ucrfs-demo.XXXXXX)
 REG_PID=""
+MNT="$WORK/mnt"
 cleanup() {
+  mountpoint -q "$MNT" 2>/dev/null && { "$UCRFS" umount "$MNT" || umount -l "$MNT"; }
   [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
   rm -rf "$WORK"
 }
@@ -59,5 +62,18 @@ step "ucrfs inspect --json $IMAGE (digest and entrypoint)"
   'import json,sys; j=json.load(sys.stdin); print(j["digest"], j["config"].get("Entrypoint"), j["config"].get("Cmd"))'
 step "What the store holds"
 find "$STORE/blobs" -type f -printf '%P  %s bytes\n'
+step "ucrfs mount $IMAGE $MNT"
+mkdir -p "$MNT"
+( set -x; "$UCRFS" --store "$STORE" mount "$IMAGE" "$MNT" )
+grep " $MNT " /proc/self/mountinfo | awk '{print "mounted:", $5, $9, $10}'
+ls -l "$MNT" "$MNT/bin" | head -12
+step "Running the image's entrypoint in the mounted rootfs (chroot)"
+( set -x; chroot "$MNT" /bin/sh -c 'cat /etc/motd; uname -s; ls /bin | wc -l' )
+step "ucrfs images"
+"$UCRFS" --store "$STORE" images
+step "ucrfs umount $MNT"
+( set -x; "$UCRFS" umount "$MNT" )
+grep -q " $MNT " /proc/self/mountinfo && echo "still mounted!" || echo "unmounted; no server left"
+
 step "A missing tag fails with one line"
 "$UCRFS" --store "$STORE" pull "127.0.0.1:$PORT/demo:nope" || echo "(exit status $?)"
