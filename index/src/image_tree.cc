@@ -164,7 +164,10 @@ class Merger {
     if (name == ".wh..wh..opq") {
       PurgeLower(dir, layer);
     } else {
-      dir.children.erase(std::string(name.substr(4)));
+      // A whiteout hides what lower layers put there, never an entry of its
+      // own layer (image-spec: whiteouts apply to lower/parent layers only).
+      auto it = dir.children.find(std::string(name.substr(4)));
+      if (it != dir.children.end() && it->second->created < layer) dir.children.erase(it);
     }
     return Ok();
   }

@@ -158,6 +158,17 @@ TEST_F(ImageTreeTest, TypeChangesAndNoSymlinkEscape) {
   EXPECT_TRUE(S_ISREG(xyz->mode)) << "the file replaces the symlink instead of writing through it";
 }
 
+// image-spec: a whiteout applies to lower layers only; the same layer's own
+// entry of that name stays.
+TEST_F(ImageTreeTest, WhiteoutNeverHidesItsOwnLayer) {
+  auto l1 = Layer("l1", "f('lower', b'1')");
+  auto l2 = Layer("l2", "f('samelayer', b'kept'); f('.wh.samelayer'); f('.wh.lower')");
+  auto tree = Image({l1, l2});
+  ASSERT_TRUE(tree.ok()) << tree.error().message();
+  EXPECT_EQ(Content(**tree, "samelayer"), "kept");
+  EXPECT_FALSE(Walk(**tree, "lower").ok());
+}
+
 TEST_F(ImageTreeTest, DeletedThenRecreated) {
   auto l1 = Layer("l1", "d('a'); f('a/x', b'old')");
   auto l2 = Layer("l2", "f('.wh.a')");
