@@ -306,7 +306,13 @@ Status ApplyNumber(std::string_view key, std::string_view v, uint64_t* out) {
   return Ok();
 }
 
+// A zero-length value deletes the keyword (POSIX pax; Go's archive/tar and so
+// umoci read it that way too): no attribute, and a global one is cancelled.
 void SetXattr(TarEntry* e, std::string name, std::string value) {
+  if (value.empty()) {
+    std::erase_if(e->xattrs, [&](const auto& kv) { return kv.first == name; });
+    return;
+  }
   for (auto& [k, v] : e->xattrs) {
     if (k == name) {  // bsdtar writes both SCHILY. and LIBARCHIVE. forms of one attribute
       v = std::move(value);
