@@ -76,6 +76,16 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, cons
   return st;
 }
 
+// Whether pid is alive and not a zombie (a foreground server whose parent has
+// not reaped it yet has exited all the same).
+bool ProcessRunning(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  auto stat = ReadFile(fmt::format("/proc/{}/stat", pid));
+  if (!stat.ok()) return false;
+  auto paren = stat->rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
+}
+
 }  // namespace
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, bool foreground) {
@@ -138,9 +148,10 @@ Status Umount(const std::string& mountpoint_arg, bool lazy) {
   // The server's loop ends when the kernel closes the session; wait for it so
   // that no server outlives the mount.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (pid > 0 && ::kill(pid, 0) == 0) {
+  while (pid > 0 && ProcessRunning(pid)) {
     if (std::chrono::steady_clock::now() > deadline) {
       ::kill(pid, SIGTERM);
+      ::unlink(PidFile(mountpoint).c_str());
       return Error(Errc::kIo, fmt::format("server {} for {} did not exit after unmount; sent SIGTERM", pid,
                                           mountpoint));
     }
