@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -63,11 +64,29 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, cons
     fusefs::MountOptions mo;
     mo.mountpoint = mountpoint;
     mo.fsname = "ucrfs";
+    // SIGTERM, SIGINT and SIGHUP end the server cleanly: a thread waits for
+    // them and asks the session to exit; the server's destructor unmounts.
+    // They are blocked before any FUSE worker thread exists, so only that
+    // thread ever takes them.
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, sig);
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
     UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(std::move(tree), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
     UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
+    std::atomic<bool> serving{true};
+    std::thread stopper([&] {
+      int sig = 0;
+      sigwait(&stop, &sig);
+      if (serving) server->Exit();
+    });
     report(Ok());
     Status st = server->Run();
+    serving = false;
+    ::kill(::getpid(), SIGTERM);  // wakes the stopper if no signal came
+    stopper.join();
+    server.reset();  // unmounts if a signal, not an unmount, ended the loop
     ::unlink(PidFile(mountpoint).c_str());
     return st;
   };
