@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-#include <atomic>
 #include <cassert>
 #include <cerrno>
 #include <climits>
@@ -403,7 +402,8 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(std::shared_ptr<index::Tre
   fuse_session* se = fuse_session_new(&args, &kOps, sizeof(kOps), impl.get());
   fuse_opt_free_args(&args);
   if (se == nullptr) {
-    return Error(Errc::kInternal, fmt::format("cannot create a FUSE session for {} (libfuse logged why)", opts.mountpoint));
+    return Error(Errc::kInternal,
+                 fmt::format("cannot create a FUSE session for {} (libfuse logged why)", opts.mountpoint));
   }
   if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
     fuse_session_destroy(se);
@@ -455,7 +455,9 @@ Status FuseServer::Run() {
 #endif
   fuse_loop_cfg_destroy(cfg);
   // 0: unmounted or Exit(); > 0: the signal that stopped a libfuse handler.
-  if (rc < 0) return Error(Errc::kIo, fmt::format("FUSE session at {}: {}", impl_->opts.mountpoint, std::strerror(-rc)));
+  if (rc < 0) {
+    return Error(Errc::kIo, fmt::format("FUSE session at {}: {}", impl_->opts.mountpoint, std::strerror(-rc)));
+  }
   return Ok();
 }
 

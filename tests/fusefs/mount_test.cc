@@ -107,11 +107,15 @@ class MountTest : public ::testing::Test {
     }
   }
 
-  void MountTree(MountOptions opts = {}) {
+  void MountTree(MountOptions opts = {}, bool run = true) {
     opts.mountpoint = dir_;
     auto r = FuseServer::Mount(tree_, opts);
     ASSERT_TRUE(r.ok()) << r.error().message();
     server_ = std::move(*r);
+    if (run) StartRun();
+  }
+
+  void StartRun() {
     run_ = std::async(std::launch::async, [s = server_.get()] { return s->Run(); });
   }
 
@@ -592,6 +596,41 @@ TEST_F(MountTest, ExitEndsRunAndDestructorUnmounts) {
   EXPECT_TRUE(IsMounted(dir_)) << "Exit() alone does not unmount";
   server_.reset();
   EXPECT_FALSE(IsMounted(dir_));
+}
+
+TEST_F(MountTest, ExitBeforeRunMakesRunReturnAtOnce) {
+  MountTree({}, /*run=*/false);
+  EXPECT_TRUE(IsMounted(dir_)) << "Mount() returns with the mount in place";
+  server_->Exit();
+  StartRun();
+  ASSERT_TRUE(RunReturned());
+  Status r = run_.get();
+  EXPECT_TRUE(r.ok()) << r.error().message();
+  server_.reset();
+  EXPECT_FALSE(IsMounted(dir_));
+}
+
+TEST_F(MountTest, MountpointNamesThatMountinfoEscapes) {
+  tree_->AddFile("/file", "x");
+  const std::string odd = dir_ + "/a b\\c\td";  // space, backslash, tab
+  ASSERT_EQ(mkdir(odd.c_str(), 0755), 0) << std::strerror(errno);
+  MountOptions opts;
+  opts.mountpoint = odd;
+  auto r = FuseServer::Mount(tree_, opts);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  std::unique_ptr<FuseServer> server = std::move(*r);
+  auto run = std::async(std::launch::async, [s = server.get()] { return s->Run(); });
+  EXPECT_TRUE(IsMounted(odd));
+  EXPECT_TRUE(IsMounted(odd + "/."));
+  EXPECT_FALSE(IsMounted(dir_));
+  EXPECT_EQ(ReadAll(odd + "/file"), "x");
+  Status s = Unmount(odd);
+  EXPECT_TRUE(s.ok()) << s.error().message();
+  if (!s.ok()) umount2(odd.c_str(), MNT_DETACH);
+  EXPECT_FALSE(IsMounted(odd));
+  ASSERT_EQ(run.wait_for(10s), std::future_status::ready);
+  server.reset();
+  rmdir(odd.c_str());
 }
 
 TEST_F(MountTest, UnmountRefusesWhatIsNotOurs) {
