@@ -74,8 +74,9 @@ Result<std::unique_ptr<ZstdStream>> ZstdStream::Open(const std::string& path) {
   if (!impl->fd.valid()) return ErrnoError("open " + path);
   impl->ds = ZSTD_createDStream();
   if (!impl->ds) return Error(Errc::kInternal, "ZSTD_createDStream failed");
-  // Layers come from registries: refuse frames that would need a window over
-  // the library default limit (128 MiB) rather than allocating it.
+  // The library's default window limit (128 MiB) stays in force: a frame
+  // from a registry that asks for more fails as corrupt instead of making us
+  // allocate it.
   size_t r = ZSTD_initDStream(impl->ds);
   if (ZSTD_isError(r)) return Error(Errc::kInternal, fmt::format("ZSTD_initDStream: {}", ZSTD_getErrorName(r)));
   impl->in_cap = ZSTD_DStreamInSize();
