@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "base64.h"
+#include "ucrfs/common/base64.h"
 #include "ucrfs/common/file.h"
 
 namespace ucrfs::fetch {

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "base64.h"
+#include "ucrfs/common/base64.h"
 #include "json_util.h"
 
 namespace ucrfs::fetch {

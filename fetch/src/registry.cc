@@ -1,7 +1,6 @@
 #include "registry.h"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <random>
@@ -10,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "ucrfs/common/base64.h"
 #include "ucrfs/common/log.h"
 
 namespace ucrfs::fetch {
@@ -18,14 +18,6 @@ namespace {
 constexpr int kMaxRedirects = 10;
 constexpr size_t kMaxManifestBytes = 4 << 20;  // as containerd
 constexpr size_t kMaxTokenBytes = 1 << 20;
-
-std::string Base64(std::string_view in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
 
 bool IsRedirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 bool IsRetryableStatus(long s) { return s == 429 || s == 500 || s == 502 || s == 503 || s == 504; }
@@ -123,7 +115,7 @@ std::optional<std::string> RegistryClient::AuthHeader() {
     return "Authorization: Bearer " + token_->value;
   }
   if (scheme_ == AuthScheme::kBasic && credential_) {
-    return "Authorization: Basic " + Base64(credential_->username + ":" + credential_->password);
+    return "Authorization: Basic " + Base64Encode(credential_->username + ":" + credential_->password);
   }
   return std::nullopt;
 }
@@ -301,7 +293,7 @@ Status RegistryClient::FetchToken(HttpClient& http, const AuthChallenge& ch, con
 
   HttpRequest req = BaseRequest(url, UrlAuthority(url) == UrlAuthority(base_url_));
   if (credential_) {
-    req.headers.push_back("Authorization: Basic " + Base64(credential_->username + ":" + credential_->password));
+    req.headers.push_back("Authorization: Basic " + Base64Encode(credential_->username + ":" + credential_->password));
   }
   Result<HttpResponse> r = Error(Errc::kInternal, "");
   for (int attempt = 1;; ++attempt) {

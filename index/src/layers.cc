@@ -229,25 +229,38 @@ Result<LayerRecord> EnsureLayerIndexed(Store& store, const fetch::Descriptor& la
   return rec;
 }
 
-Result<std::vector<TarEntry>> LoadLayerEntries(const Store& store, const LayerRecord& layer) {
+namespace {
+
+// Decodes every record of one layer in a per-layer DBI (keyed by layer id
+// then sequence number), checking that all `count` of them are there.
+template <typename T, typename DecodeFn>
+Result<std::vector<T>> LoadPerLayer(const Store& store, Dbi dbi, const LayerRecord& layer, uint64_t count,
+                                    DecodeFn decode, std::string_view what) {
   Txn txn;
   UCRFS_TRY(txn.Begin(store.env().env, false));
-  std::vector<TarEntry> out;
-  out.reserve(layer.entries);
+  std::vector<T> out;
+  out.reserve(count);
   Status st;
-  UCRFS_TRY(txn.Scan(store.env()[Dbi::kLayerEntries], Encoder().U64BE(layer.id).str(),
-                     [&](std::string_view, std::string_view v) {
-                       auto e = DecodeEntry(v);
-                       if (!e.ok()) {
-                         st = e.error();
-                         return false;
-                       }
-                       out.push_back(std::move(e).value());
-                       return true;
-                     }));
+  UCRFS_TRY(txn.Scan(store.env()[dbi], Encoder().U64BE(layer.id).str(), [&](std::string_view, std::string_view v) {
+    Result<T> r = decode(v);
+    if (!r.ok()) {
+      st = r.error();
+      return false;
+    }
+    out.push_back(std::move(r).value());
+    return true;
+  }));
   UCRFS_TRY(st);
-  if (out.size() != layer.entries) return Error(Errc::kMalformed, "store index: layer entries incomplete");
+  if (out.size() != count) {
+    return Error(Errc::kMalformed, fmt::format("store index: {} of layer {} incomplete", what, layer.id));
+  }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<TarEntry>> LoadLayerEntries(const Store& store, const LayerRecord& layer) {
+  return LoadPerLayer<TarEntry>(store, Dbi::kLayerEntries, layer, layer.entries, DecodeEntry, "entries");
 }
 
 namespace {
@@ -284,23 +297,8 @@ class GzipReader final : public LayerReader {
 };
 
 Result<std::vector<Checkpoint>> LoadCheckpoints(const Store& store, const LayerRecord& layer) {
-  Txn txn;
-  UCRFS_TRY(txn.Begin(store.env().env, false));
-  std::vector<Checkpoint> out;
-  Status st;
-  UCRFS_TRY(txn.Scan(store.env()[Dbi::kCheckpoints], Encoder().U64BE(layer.id).str(),
-                     [&](std::string_view, std::string_view v) {
-                       auto c = Checkpoint::Deserialize(v);
-                       if (!c.ok()) {
-                         st = c.error();
-                         return false;
-                       }
-                       out.push_back(std::move(c).value());
-                       return true;
-                     }));
-  UCRFS_TRY(st);
-  if (out.size() != layer.checkpoints) return Error(Errc::kMalformed, "store index: checkpoints incomplete");
-  return out;
+  return LoadPerLayer<Checkpoint>(store, Dbi::kCheckpoints, layer, layer.checkpoints, Checkpoint::Deserialize,
+                                  "checkpoints");
 }
 
 }  // namespace

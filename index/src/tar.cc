@@ -1,6 +1,5 @@
 #include "ucrfs/index/tar.h"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -8,6 +7,8 @@
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "ucrfs/common/base64.h"
 
 namespace ucrfs::index {
 namespace {
@@ -161,22 +162,6 @@ std::optional<std::string> UrlDecode(std::string_view s) {
     out += static_cast<char>(v);
     i += 2;
   }
-  return out;
-}
-
-// libarchive writes base64 without '=' padding; EVP_DecodeBlock wants
-// whole 4-character groups and returns the padding as extra zero bytes.
-std::optional<std::string> Base64Decode(std::string_view s) {
-  if (s.size() % 4 == 1) return std::nullopt;
-  std::string in(s);
-  while (in.size() % 4) in += '=';
-  size_t pad = 0;
-  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && pad < 2; --i) ++pad;
-  std::string out(in.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0 || static_cast<size_t>(n) < pad) return std::nullopt;
-  out.resize(static_cast<size_t>(n) - pad);
   return out;
 }
 

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "../../index/src/zstd_stream.h"  // private to ucrfs_index; tests reach it by path
+#include "harness/test_util.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/index/tar.h"
 
@@ -26,28 +27,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+using harness::Sh;
+using harness::WriteBytes;
+
+// A temporary directory named for this test file.
+class TempDir : public harness::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ucrfs-gzip-test-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : harness::TempDir("ucrfs-gzip-test") {}
 };
-
-int Sh(const std::string& cmd) {
-  int r = std::system(cmd.c_str());
-  return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-void WriteBytes(const std::string& path, std::string_view data) {
-  std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // Runs of random bytes (stored blocks), English-like text (Huffman blocks
 // with matches) and repeated bytes, so every kind of deflate block occurs.

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "../../index/src/file_stream.h"  // private to ucrfs_index; tests reach it by path
+#include "harness/test_util.h"
 #include "ucrfs/common/file.h"
 
 namespace ucrfs::index {
@@ -21,28 +22,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+using harness::Sh;
+using harness::WriteBytes;
+
+// A temporary directory named for this test file.
+class TempDir : public harness::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ucrfs-tar-test-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : harness::TempDir("ucrfs-tar-test") {}
 };
-
-int Sh(const std::string& cmd) {
-  int r = std::system(cmd.c_str());
-  return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
-}
-
-void WriteBytes(const std::string& path, std::string_view data) {
-  std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // Runs `script` with Debian's python3 (stdlib tarfile) in dir.
 void Python(const TempDir& dir, const std::string& script, const std::string& args = "") {

@@ -1,8 +1,8 @@
-#include "base64.h"
+#include "ucrfs/common/base64.h"
 
 #include <openssl/evp.h>
 
-namespace ucrfs::fetch {
+namespace ucrfs {
 namespace {
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
@@ -42,6 +42,14 @@ std::optional<std::string> Base64Decode(std::string_view in) {
   return out;
 }
 
+std::string Base64Encode(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
 std::optional<std::string> Base64UrlDecode(std::string_view in) {
   std::string s(in);
   for (char& c : s) {
@@ -52,4 +60,4 @@ std::optional<std::string> Base64UrlDecode(std::string_view in) {
   return Base64Decode(s);
 }
 
-}  // namespace ucrfs::fetch
+}  // namespace ucrfs
