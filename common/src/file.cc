@@ -35,6 +35,29 @@ Result<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
+Result<size_t> PreadFull(int fd, char* buf, size_t len, uint64_t offset, std::string_view what) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, buf + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(fmt::format("read {}", what));
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Result<std::string> ReadFileRange(const std::string& path, uint64_t offset, uint64_t length) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("open " + path);
+  std::string out(length, '\0');
+  UCRFS_ASSIGN(size_t n, PreadFull(fd.get(), out.data(), out.size(), offset, path));
+  out.resize(n);
+  return out;
+}
+
 Status WriteAll(int fd, std::string_view data, std::string_view what) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());

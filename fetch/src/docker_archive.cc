@@ -126,6 +126,10 @@ class DockerArchiveSource final : public ImageSource {
     return Error(Errc::kMalformed, fmt::format("{}: member {} vanished", Describe(), it->second));
   }
 
+  Result<std::string> GetBlobRange(const Descriptor&, uint64_t, uint64_t) override {
+    return Error(Errc::kUnsupported, Describe() + ": no ranged reads from an archive");
+  }
+
   static Result<std::unique_ptr<ImageSource>> Open(const std::string& file, const Reference* ref);
 
  private:

@@ -38,6 +38,12 @@ class OciLayoutSource final : public ImageSource {
     return m;
   }
 
+  Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) override {
+    auto r = ReadFileRange(BlobPath(desc.digest), offset, length);
+    if (!r.ok()) return r.error().Wrap(fmt::format("{}: blob {}", Describe(), desc.digest.str()));
+    return r;
+  }
+
   Status GetBlob(const Descriptor& desc, BlobSink& sink) override {
     Status st = StreamFile(BlobPath(desc.digest), desc.size, sink);
     if (!st.ok()) return st.error().Wrap(fmt::format("{}: blob {}", Describe(), desc.digest.str()));

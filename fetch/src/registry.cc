@@ -368,4 +368,32 @@ Status RegistryClient::GetBlob(const Descriptor& desc, BlobSink& sink) {
   return Ok();
 }
 
+Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) {
+  if (length == 0) return std::string();
+  Call call{.what = fmt::format("blob {} bytes {}+{}", desc.digest.str(), offset, length),
+            .url = fmt::format("{}/v2/{}/blobs/{}", base_url_, repository_, desc.digest.str()),
+            .headers = {fmt::format("Range: bytes={}-{}", offset, offset + length - 1)},
+            .max_body = static_cast<size_t>(length)};
+  auto resp = Run(call);
+  if (!resp.ok()) {
+    if (resp.error().code() == Errc::kTooBig) {
+      return Error(Errc::kProtocol, fmt::format("{}: the registry ignores Range requests", call.what));
+    }
+    return resp.error();
+  }
+  if (resp->status != 206) {
+    // A 200 with the whole blob is only acceptable when that is the range.
+    if (!(resp->status == 200 && offset == 0 && resp->body.size() <= length)) {
+      return Error(Errc::kProtocol, fmt::format("{}: expected 206, got HTTP {}", call.what, resp->status));
+    }
+  } else {
+    std::string want = fmt::format("bytes {}-", offset);
+    if (resp->Header("content-range").compare(0, want.size(), want) != 0) {
+      return Error(Errc::kProtocol, fmt::format("{}: answered Content-Range '{}'", call.what,
+                                                resp->Header("content-range")));
+    }
+  }
+  return std::move(resp->body);
+}
+
 }  // namespace ucrfs::fetch

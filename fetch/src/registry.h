@@ -43,6 +43,10 @@ class RegistryClient {
   // transfers. The caller verifies the content.
   Status GetBlob(const Descriptor& desc, BlobSink& sink);
 
+  // GET with "Range: bytes=offset-(offset+length-1)"; the registry must answer
+  // 206 with that range (a registry that ignores Range is kProtocol).
+  Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length);
+
   const std::string& base_url() const { return base_url_; }
 
  private:

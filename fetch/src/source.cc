@@ -35,6 +35,10 @@ class RegistrySource final : public ImageSource {
 
   Status GetBlob(const Descriptor& desc, BlobSink& sink) override { return client_->GetBlob(desc, sink); }
 
+  Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) override {
+    return client_->GetBlobRange(desc, offset, length);
+  }
+
  private:
   const Reference ref_;
   std::unique_ptr<RegistryClient> client_;

@@ -45,13 +45,7 @@ Result<size_t> PreadSome(int fd, void* buf, size_t n, uint64_t off, const std::s
 
 // Up to n bytes at off, short only at the end of the file.
 Result<size_t> PreadFull(int fd, void* buf, size_t n, uint64_t off, const std::string& path) {
-  size_t have = 0;
-  while (have < n) {
-    UCRFS_ASSIGN(size_t got, PreadSome(fd, static_cast<char*>(buf) + have, n - have, off + have, path));
-    if (got == 0) break;
-    have += got;
-  }
-  return have;
+  return ucrfs::PreadFull(fd, static_cast<char*>(buf), n, off, path);
 }
 
 // The compressed side of a z_stream: a buffer refilled by pread from a file

@@ -359,8 +359,9 @@ namespace {
 
 class StoreTreeImpl final : public Tree {
  public:
-  StoreTreeImpl(std::shared_ptr<Store> store, TreeRecord rec, std::map<uint64_t, Digest> layers)
-      : store_(std::move(store)), rec_(rec), layer_digests_(std::move(layers)) {}
+  StoreTreeImpl(std::shared_ptr<Store> store, TreeRecord rec, std::map<uint64_t, fetch::Descriptor> layers,
+                SourceOpener opener)
+      : store_(std::move(store)), rec_(rec), layers_(std::move(layers)), opener_(std::move(opener)) {}
 
   Result<Attr> GetAttr(uint64_t ino) override {
     Txn txn;
@@ -474,33 +475,35 @@ class StoreTreeImpl final : public Tree {
     std::lock_guard lock(mu_);
     auto it = readers_.find(layer_id);
     if (it != readers_.end()) return it->second.get();
-    auto d = layer_digests_.find(layer_id);
-    if (d == layer_digests_.end()) return Error(Errc::kInternal, fmt::format("unknown layer id {}", layer_id));
-    UCRFS_ASSIGN(auto rec, FindLayer(*store_, d->second));
-    if (!rec) return Error(Errc::kNotFound, "layer " + d->second.str() + " is not indexed");
-    UCRFS_ASSIGN(auto reader, LayerReader::Open(*store_, d->second, *rec));
+    auto d = layers_.find(layer_id);
+    if (d == layers_.end()) return Error(Errc::kInternal, fmt::format("unknown layer id {}", layer_id));
+    UCRFS_ASSIGN(auto rec, FindLayer(*store_, d->second.digest));
+    if (!rec) return Error(Errc::kNotFound, "layer " + d->second.digest.str() + " is not indexed");
+    UCRFS_ASSIGN(auto reader, LayerReader::Open(*store_, d->second, *rec, opener_));
     return readers_.emplace(layer_id, std::move(reader)).first->second.get();
   }
 
   const std::shared_ptr<Store> store_;
   const TreeRecord rec_;
-  const std::map<uint64_t, Digest> layer_digests_;
+  const std::map<uint64_t, fetch::Descriptor> layers_;
+  const SourceOpener opener_;
   std::mutex mu_;
   std::map<uint64_t, std::unique_ptr<LayerReader>> readers_;  // guarded by mu_
 };
 
 }  // namespace
 
-Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image) {
+Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image,
+                                       SourceOpener opener) {
   UCRFS_ASSIGN(auto rec, FindTree(*store, image.manifest_digest));
   if (!rec) return Error(Errc::kNotFound, fmt::format("image {} has no tree; mount it first", image.key));
-  std::map<uint64_t, Digest> layers;
+  std::map<uint64_t, fetch::Descriptor> layers;
   for (const auto& l : image.layers) {
     UCRFS_ASSIGN(auto lr, FindLayer(*store, l.digest));
     if (!lr) return Error(Errc::kNotFound, "layer " + l.digest.str() + " is not indexed");
-    layers.emplace(lr->id, l.digest);
+    layers.emplace(lr->id, l);
   }
-  return std::shared_ptr<Tree>(new StoreTreeImpl(std::move(store), *rec, std::move(layers)));
+  return std::shared_ptr<Tree>(new StoreTreeImpl(std::move(store), *rec, std::move(layers), std::move(opener)));
 }
 
 }  // namespace ucrfs::index

@@ -7,13 +7,13 @@
 
 #include "codec.h"
 #include "file_stream.h"
+#include "layer_internal.h"
 #include "lmdb_env.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "zstd_stream.h"
 
 namespace ucrfs::index {
-namespace {
 
 std::string EntryKey(uint64_t layer_id, uint64_t seq) { return Encoder().U64BE(layer_id).U64BE(seq).take(); }
 
@@ -24,6 +24,7 @@ std::string EncodeRecord(const LayerRecord& r) {
       .Var(r.decoded_size)
       .Var(r.entries)
       .Var(r.checkpoints)
+      .Var(r.chunks)
       .take();
 }
 
@@ -35,8 +36,9 @@ Result<LayerRecord> DecodeRecord(std::string_view v) {
   r.decoded_size = d.Var();
   r.entries = d.Var();
   r.checkpoints = d.Var();
+  r.chunks = d.Var();
   UCRFS_TRY(d.Check("layer record"));
-  if (fmt > 2) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
+  if (fmt > static_cast<uint64_t>(LayerFormat::kZstdChunked)) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
   r.format = static_cast<LayerFormat>(fmt);
   return r;
 }
@@ -91,6 +93,8 @@ Result<TarEntry> DecodeEntry(std::string_view v) {
   e.type = static_cast<EntryType>(type);
   return e;
 }
+
+namespace {
 
 Result<LayerFormat> FormatOf(const fetch::Descriptor& layer) {
   UCRFS_ASSIGN(fetch::Compression c, fetch::LayerCompression(layer.media_type));
@@ -170,6 +174,11 @@ Result<Scanned> Scan(Store& store, const fetch::Descriptor& layer, LayerFormat f
       if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + decoded_tmp);
       break;
     }
+    case LayerFormat::kEstargz:
+    case LayerFormat::kZstdChunked:
+      // A downloaded eStargz or zstd:chunked blob is an ordinary tar+gzip or
+      // tar+zstd; lazy layers are indexed from their TOC (lazy.cc), not here.
+      return Error(Errc::kInternal, "lazy formats are not scanned");
   }
   return out;
 }
@@ -229,36 +238,6 @@ Result<LayerRecord> EnsureLayerIndexed(Store& store, const fetch::Descriptor& la
   return rec;
 }
 
-namespace {
-
-// Decodes every record of one layer in a per-layer DBI (keyed by layer id
-// then sequence number), checking that all `count` of them are there.
-template <typename T, typename DecodeFn>
-Result<std::vector<T>> LoadPerLayer(const Store& store, Dbi dbi, const LayerRecord& layer, uint64_t count,
-                                    DecodeFn decode, std::string_view what) {
-  Txn txn;
-  UCRFS_TRY(txn.Begin(store.env().env, false));
-  std::vector<T> out;
-  out.reserve(count);
-  Status st;
-  UCRFS_TRY(txn.Scan(store.env()[dbi], Encoder().U64BE(layer.id).str(), [&](std::string_view, std::string_view v) {
-    Result<T> r = decode(v);
-    if (!r.ok()) {
-      st = r.error();
-      return false;
-    }
-    out.push_back(std::move(r).value());
-    return true;
-  }));
-  UCRFS_TRY(st);
-  if (out.size() != count) {
-    return Error(Errc::kMalformed, fmt::format("store index: {} of layer {} incomplete", what, layer.id));
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<std::vector<TarEntry>> LoadLayerEntries(const Store& store, const LayerRecord& layer) {
   return LoadPerLayer<TarEntry>(store, Dbi::kLayerEntries, layer, layer.entries, DecodeEntry, "entries");
 }
@@ -269,17 +248,7 @@ class PreadReader final : public LayerReader {
  public:
   PreadReader(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) override {
-    size_t done = 0;
-    while (done < len) {
-      ssize_t n = ::pread(fd_.get(), buf + done, len - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoError("read " + path_);
-      }
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    return done;
+    return PreadFull(fd_.get(), buf, len, offset, path_);
   }
 
  private:
@@ -303,8 +272,10 @@ Result<std::vector<Checkpoint>> LoadCheckpoints(const Store& store, const LayerR
 
 }  // namespace
 
-Result<std::unique_ptr<LayerReader>> LayerReader::Open(const Store& store, const Digest& layer,
-                                                       const LayerRecord& rec) {
+Result<std::unique_ptr<LayerReader>> LayerReader::Open(const Store& store, const fetch::Descriptor& desc,
+                                                       const LayerRecord& rec, const SourceOpener& opener) {
+  const Digest& layer = desc.digest;
+  if (IsLazy(rec.format)) return OpenLazyReader(store, desc, rec, opener);
   if (rec.format == LayerFormat::kGzip) {
     UCRFS_ASSIGN(auto cps, LoadCheckpoints(store, rec));
     UCRFS_ASSIGN(auto r, GzipRandomReader::Open(store.BlobPath(layer), std::move(cps), rec.decoded_size));

@@ -26,11 +26,12 @@ enum class Dbi : int {
   kInodes,        // (tree id, ino) -> InodeRecord
   kDirents,       // (tree id, parent ino, name) -> child ino, type
   kXattrs,        // (tree id, ino, name) -> value
+  kChunks,        // (layer id, seq) -> lazy layer chunk
   kCount,
 };
 
 inline constexpr const char* kDbiNames[] = {"meta",  "images", "layers",  "layer_entries", "checkpoints",
-                                            "trees", "inodes", "dirents", "xattrs"};
+                                            "trees", "inodes", "dirents", "xattrs", "chunks"};
 static_assert(std::size(kDbiNames) == static_cast<size_t>(Dbi::kCount));
 
 struct Store::Env {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "ucrfs/common/log.h"
+#include "ucrfs/index/layers.h"
 
 namespace ucrfs::index {
 namespace {
@@ -80,7 +81,16 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
     if (!seen.insert(l.digest.str()).second) continue;  // a layer listed twice is fetched once
     if (store.HasBlob(l.digest)) {
       ++out.blobs_reused;
-    } else {
+      continue;
+    }
+    if (opts.lazy) {
+      UCRFS_ASSIGN(auto lazy, IndexLazyLayer(store, source, l));
+      if (lazy) {
+        ++out.layers_lazy;
+        continue;
+      }
+    }
+    {
       missing.push_back(l);
     }
   }

@@ -1,6 +1,7 @@
 #include "ucrfs/index/store.h"
 
 #include "lmdb_env.h"
+#include "ucrfs/index/layers.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -94,7 +95,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& root, Mode mode) {
     return Error(Errc::kNotFound, fmt::format("no ucrfs store at {}", root));
   }
   if (mode == Mode::kReadWrite) {
-    for (const char* sub : {"/blobs/sha256", "/blobs/sha512", "/staging", "/index", "/decoded"}) UCRFS_TRY(MakeDirs(root + sub));
+    for (const char* sub : {"/blobs/sha256", "/blobs/sha512", "/staging", "/index", "/decoded", "/chunks/sha256", "/chunks/sha512"}) UCRFS_TRY(MakeDirs(root + sub));
   }
   auto env = std::make_unique<Env>();
   int rc = mdb_env_create(&env->env);
@@ -161,6 +162,10 @@ std::string Store::BlobPath(const Digest& d) const {
 
 bool Store::HasBlob(const Digest& d) const { return PathExists(BlobPath(d)); }
 
+std::string Store::ChunkPath(const Digest& chunk) const {
+  return fmt::format("{}/chunks/{}/{}", root_, chunk.algorithm_name(), chunk.hex());
+}
+
 std::string Store::DecodedPath(const Digest& layer) const {
   return fmt::format("{}/decoded/{}-{}.tar", root_, layer.algorithm_name(), layer.hex());
 }
@@ -183,7 +188,11 @@ Status Store::CommitImage(Staging& staging, const ImageRecord& image) {
   if (image.index_digest) needed.push_back(*image.index_digest);
   for (const auto& l : image.layers) needed.push_back(l.digest);
   for (const Digest& d : needed) {
-    if (!HasBlob(d)) return Error(Errc::kInternal, fmt::format("commit {}: blob {} missing", image.key, d.str()));
+    if (HasBlob(d)) continue;
+    // A lazy layer has no blob, only its index (which never leaves the store).
+    auto layer = FindLayer(*this, d);
+    if (layer.ok() && *layer && IsLazy((*layer)->format)) continue;
+    return Error(Errc::kInternal, fmt::format("commit {}: blob {} missing", image.key, d.str()));
   }
   Txn txn;
   UCRFS_TRY(txn.Begin(env_->env, true));

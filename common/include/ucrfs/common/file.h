@@ -36,6 +36,10 @@ class UniqueFd {
 };
 
 Result<std::string> ReadFile(const std::string& path);
+// Up to `length` bytes of a file from `offset` (fewer only at its end).
+Result<std::string> ReadFileRange(const std::string& path, uint64_t offset, uint64_t length);
+// pread until `len` bytes or the end of the file; the count read.
+Result<size_t> PreadFull(int fd, char* buf, size_t len, uint64_t offset, std::string_view what);
 // Writes all of data to fd, retrying on EINTR and short writes.
 Status WriteAll(int fd, std::string_view data, std::string_view what);
 // Writes to a temporary file beside path, fsyncs, renames over path.

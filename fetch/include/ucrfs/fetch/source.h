@@ -80,6 +80,11 @@ class ImageSource {
   // of what it received; the source only guarantees the byte count matches
   // desc.size when that is known.
   virtual Status GetBlob(const Descriptor& desc, BlobSink& sink) = 0;
+
+  // `length` bytes of a blob from `offset` (fewer only at the blob's end), for
+  // lazy layers. The caller verifies what it decodes from them. kUnsupported
+  // for sources that cannot read a range without reading the whole blob.
+  virtual Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) = 0;
 };
 
 // What an ImageRef names once the options are applied: a bare name under

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "ucrfs/index/layers.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/index/tree.h"
 
@@ -36,7 +37,9 @@ Result<TreeRecord> PrepareImage(Store& store, const ImageRecord& image);
 
 Result<std::optional<TreeRecord>> FindTree(const Store& store, const Digest& manifest);
 
-// The tree of a prepared image, read from the store.
-Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image);
+// The tree of a prepared image, read from the store. `opener` gives the
+// image's source to lazy layers when they first need bytes.
+Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image,
+                                       SourceOpener opener = {});
 
 }  // namespace ucrfs::index

@@ -6,11 +6,15 @@
 //  * gzip: from the blob, inflating from the nearest checkpoint (every ~4 MiB
 //          of output, zran-style) — nothing is unpacked;
 //  * zstd: from a decoded copy of the tar stream kept beside the blob, since a
-//          zstd frame cannot be entered mid-way (zstd:chunked layers, whose
-//          chunks are frames, are served lazily by their TOC instead).
+//          zstd frame cannot be entered mid-way;
+//  * eStargz / zstd:chunked (lazy): the blob is never downloaded. The layer is
+//          indexed from its TOC; each file's chunks are laid out one after the
+//          other in a virtual decoded stream, and a read fetches the chunks it
+//          touches by Range, verifies them and keeps them in <store>/chunks/.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -22,7 +26,9 @@
 
 namespace ucrfs::index {
 
-enum class LayerFormat : uint8_t { kTar = 0, kGzip = 1, kZstd = 2 };
+enum class LayerFormat : uint8_t { kTar = 0, kGzip = 1, kZstd = 2, kEstargz = 3, kZstdChunked = 4 };
+
+inline bool IsLazy(LayerFormat f) { return f == LayerFormat::kEstargz || f == LayerFormat::kZstdChunked; }
 
 struct LayerRecord {
   uint64_t id = 0;  // store-local, names the layer in other DBIs
@@ -30,13 +36,26 @@ struct LayerRecord {
   uint64_t decoded_size = 0;  // bytes of the tar stream
   uint64_t entries = 0;
   uint64_t checkpoints = 0;
+  uint64_t chunks = 0;  // lazy formats
 };
+
+// Opens the image's source when a lazy layer first needs bytes (a mount of
+// an image whose layers are all local never touches the network).
+using SourceOpener = std::function<Result<std::shared_ptr<fetch::ImageSource>>()>;
 
 // Indexes the layer (its blob must be in the store) unless it already is.
 // The entries, checkpoints and the record commit in one transaction: a layer
 // is indexed entirely or not at all. Bad content (hostile paths, a truncated
 // stream, an absurd header) is kMalformed naming the layer and the entry.
 Result<LayerRecord> EnsureLayerIndexed(Store& store, const fetch::Descriptor& layer);
+
+// Indexes a lazy layer (eStargz, zstd:chunked: see toc.h) from its footer and
+// TOC, fetched by Range from `source`, without downloading the blob. nullopt
+// when the descriptor announces no lazy format or the blob has no footer (the
+// caller then downloads and indexes it the ordinary way); an error when the
+// TOC is there but does not verify.
+Result<std::optional<LayerRecord>> IndexLazyLayer(Store& store, fetch::ImageSource& source,
+                                                  const fetch::Descriptor& layer);
 
 Result<std::optional<LayerRecord>> FindLayer(const Store& store, const Digest& layer);
 Result<std::vector<TarEntry>> LoadLayerEntries(const Store& store, const LayerRecord& layer);
@@ -47,7 +66,9 @@ class LayerReader {
   virtual ~LayerReader() = default;
   // Reads up to len bytes at decoded offset `offset`; short only at the end.
   virtual Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) = 0;
-  static Result<std::unique_ptr<LayerReader>> Open(const Store& store, const Digest& layer, const LayerRecord& rec);
+  // `opener` is needed (and only called) for lazy layers.
+  static Result<std::unique_ptr<LayerReader>> Open(const Store& store, const fetch::Descriptor& layer,
+                                                   const LayerRecord& rec, const SourceOpener& opener);
 };
 
 }  // namespace ucrfs::index

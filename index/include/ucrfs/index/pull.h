@@ -12,6 +12,9 @@ namespace ucrfs::index {
 struct PullOptions {
   fetch::Platform platform = fetch::Platform::Host();
   int parallel = 4;  // layer downloads at once
+  // Index eStargz / zstd:chunked layers from their TOC instead of
+  // downloading them (their bytes are fetched when first read).
+  bool lazy = false;
 };
 
 struct PullResult {
@@ -19,6 +22,7 @@ struct PullResult {
   fetch::ResolvedImage image;
   int blobs_fetched = 0;    // blobs downloaded by this pull
   int blobs_reused = 0;     // blobs the store already had
+  int layers_lazy = 0;      // layers indexed from their TOC, not downloaded
   uint64_t bytes_fetched = 0;
 };
 

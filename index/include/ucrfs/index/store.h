@@ -78,6 +78,9 @@ class Store {
   const Env& env() const { return *env_; }
   // Where the decoded tar stream of a zstd layer is kept.
   std::string DecodedPath(const Digest& layer) const;
+  // Where a verified chunk of a lazy layer is cached (named by the digest of
+  // its decoded bytes).
+  std::string ChunkPath(const Digest& chunk) const;
 
  private:
   Store(std::string root, std::unique_ptr<Env> env);
