@@ -23,8 +23,10 @@ struct GlobalFlags {
 // Shared by the commands.
 Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g);
 Result<fetch::Platform> WantedPlatform(const GlobalFlags& g);
-// The store's record of an image, pulling it first when the store has none.
-Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image);
+// The store's record of an image, pulling it first when the store has none
+// (lazily: eStargz / zstd:chunked layers indexed from their TOC only).
+Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
+                                     bool lazy);
 
 Status Pull(const GlobalFlags& g, const std::string& image);
 Status Inspect(const GlobalFlags& g, const std::string& image, bool json);

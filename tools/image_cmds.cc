@@ -84,7 +84,8 @@ std::string HumanSize(int64_t n) {
 
 }  // namespace
 
-Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image) {
+Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
+                                     bool lazy) {
   UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
@@ -94,7 +95,10 @@ Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, 
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
   index::PullOptions po;
   po.platform = platform;
+  po.lazy = lazy;
   UCRFS_ASSIGN(auto res, index::Pull(store, *source, ref.str(), po));
+  spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store, {} lazy layers", ref.str(),
+               res.blobs_fetched, res.bytes_fetched, res.blobs_reused, res.layers_lazy);
   return res.record;
 }
 

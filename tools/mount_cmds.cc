@@ -49,7 +49,22 @@ Result<std::string> RealDir(const std::string& path) {
 
 // Serves the image until it is unmounted. `ready` (if >= 0) gets "OK\n" once
 // the mount is serving, or the error line, and is then closed.
-Status Serve(const std::string& store_dir, const index::ImageRecord& image, const std::string& mountpoint, int ready) {
+// Opens the image's source for lazy layers on first use, and again after a
+// failure (a registry that was down may be back). Fetches from a mount are
+// bounded: a read that cannot be served fails with EIO instead of hanging.
+index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts) {
+  opts.connect_timeout_s = 10;
+  opts.stall_timeout_s = 15;
+  opts.max_attempts = 3;
+  opts.retry_max_delay_ms = 2000;
+  return [ref = std::move(ref), opts = std::move(opts)]() -> Result<std::shared_ptr<fetch::ImageSource>> {
+    UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
+    return std::shared_ptr<fetch::ImageSource>(std::move(source));
+  };
+}
+
+Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::SourceOpener opener,
+             const std::string& mountpoint, int ready) {
   auto report = [&](const Status& st) {
     if (ready < 0) return;
     std::string msg = st.ok() ? "OK\n" : st.error().message() + "\n";
@@ -60,7 +75,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, cons
   auto run = [&]() -> Status {
     UCRFS_ASSIGN(auto opened, index::Store::Open(store_dir, index::Store::Mode::kReadOnly));
     std::shared_ptr<index::Store> store(std::move(opened));
-    UCRFS_ASSIGN(auto tree, index::OpenTree(store, image));
+    UCRFS_ASSIGN(auto tree, index::OpenTree(store, image, std::move(opener)));
     fusefs::MountOptions mo;
     mo.mountpoint = mountpoint;
     mo.fsname = "ucrfs";
@@ -112,13 +127,17 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   if (fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is already a ucrfs mount", mountpoint));
   }
+  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
+  UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
+  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   index::ImageRecord record;
   {
     UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
-    UCRFS_ASSIGN(record, GetOrPull(g, *store, image));
+    UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true));
     UCRFS_TRY(index::PrepareImage(*store, record));
   }  // closed before any fork
-  if (foreground) return Serve(g.store, record, mountpoint, -1);
+  auto opener = MakeOpener(ref, opts);
+  if (foreground) return Serve(g.store, record, opener, mountpoint, -1);
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -135,7 +154,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
-    Status st = Serve(g.store, record, mountpoint, fds[1]);
+    Status st = Serve(g.store, record, opener, mountpoint, fds[1]);
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
