@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "ucrfs/common/base64.h"
+#include "tar_path.h"
 
 namespace ucrfs::index {
 namespace {
@@ -646,6 +647,8 @@ Status MergeGlobal(Records records, uint64_t hdr_off, Records* global) {
 }
 
 }  // namespace
+
+Result<std::string> NormalizeTarPath(std::string_view raw) { return NormalizePath(raw); }
 
 Result<bool> TarReader::Next(TarEntry* entry) {
   Pending pending;
