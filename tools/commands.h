@@ -31,7 +31,14 @@ Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, 
 Status Pull(const GlobalFlags& g, const std::string& image);
 Status Inspect(const GlobalFlags& g, const std::string& image, bool json);
 Status Images(const GlobalFlags& g, bool json);
-Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, bool foreground);
+struct MountFlags {
+  bool foreground = false;
+  std::string prefetch = "all";  // none, landmark, all
+  int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
+};
+
+Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
+Status Stats(const std::string& mountpoint, bool json);
 Status Umount(const std::string& mountpoint, bool lazy);
 
 }  // namespace ucrfs::cli

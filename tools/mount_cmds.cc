@@ -21,6 +21,9 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
 
 #include "commands.h"
 #include "ucrfs/common/file.h"
@@ -35,6 +38,28 @@ constexpr const char* kRunDir = "/run/ucrfs/mounts";
 
 std::string PidFile(const std::string& mountpoint) {
   return fmt::format("{}/{}", kRunDir, Digest::Sha256Of(mountpoint).hex());
+}
+
+std::string StatsFile(const std::string& mountpoint) { return PidFile(mountpoint) + ".stats"; }
+
+nlohmann::json StatsJson(const index::FetchStats& s) {
+  return {{"requests", s.requests.load()},           {"bytesFetched", s.bytes_fetched.load()},
+          {"chunksFetched", s.chunks_fetched.load()}, {"cacheHits", s.cache_hits.load()},
+          {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
+          {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
+          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()}};
+}
+
+// Keeps the mount's stats file current (rewritten when the numbers change,
+// at most every 500 ms) until `serving` goes false.
+void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const std::atomic<bool>& serving) {
+  std::string last;
+  while (serving) {
+    std::string now = StatsJson(stats).dump();
+    if (now != last && WriteFileAtomic(StatsFile(mountpoint), now).ok()) last = now;
+    for (int i = 0; i < 10 && serving; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::unlink(StatsFile(mountpoint).c_str());
 }
 
 Result<std::string> RealDir(const std::string& path) {
@@ -52,18 +77,21 @@ Result<std::string> RealDir(const std::string& path) {
 // Opens the image's source for lazy layers on first use, and again after a
 // failure (a registry that was down may be back). Fetches from a mount are
 // bounded: a read that cannot be served fails with EIO instead of hanging.
-index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts) {
-  opts.connect_timeout_s = 10;
-  opts.stall_timeout_s = 15;
+index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts, int fetch_timeout_s) {
+  // Three attempts share the budget; the waits between them are short.
+  int per_attempt = std::max(2, fetch_timeout_s / 3);
   opts.max_attempts = 3;
-  opts.retry_max_delay_ms = 2000;
+  opts.retry_max_delay_ms = 1000;
+  opts.connect_timeout_s = per_attempt;
+  opts.stall_timeout_s = per_attempt;
+  opts.request_timeout_s = per_attempt;
   return [ref = std::move(ref), opts = std::move(opts)]() -> Result<std::shared_ptr<fetch::ImageSource>> {
     UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
     return std::shared_ptr<fetch::ImageSource>(std::move(source));
   };
 }
 
-Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::SourceOpener opener,
+Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::LazyOptions lazy,
              const std::string& mountpoint, int ready) {
   auto report = [&](const Status& st) {
     if (ready < 0) return;
@@ -75,7 +103,8 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
   auto run = [&]() -> Status {
     UCRFS_ASSIGN(auto opened, index::Store::Open(store_dir, index::Store::Mode::kReadOnly));
     std::shared_ptr<index::Store> store(std::move(opened));
-    UCRFS_ASSIGN(auto tree, index::OpenTree(store, image, std::move(opener)));
+    auto stats = lazy.stats;
+    UCRFS_ASSIGN(auto tree, index::OpenTree(store, image, std::move(lazy)));
     fusefs::MountOptions mo;
     mo.mountpoint = mountpoint;
     mo.fsname = "ucrfs";
@@ -96,9 +125,11 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
       sigwait(&stop, &sig);
       if (serving) server->Exit();
     });
+    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, serving); });
     report(Ok());
     Status st = server->Run();
     serving = false;
+    stats_writer.join();
     ::kill(::getpid(), SIGTERM);  // wakes the stopper if no signal came
     stopper.join();
     server.reset();  // unmounts if a signal, not an unmount, ended the loop
@@ -122,7 +153,16 @@ bool ProcessRunning(pid_t pid) {
 
 }  // namespace
 
-Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, bool foreground) {
+Result<index::Prefetch> ParsePrefetch(const std::string& v) {
+  if (v == "none") return index::Prefetch::kNone;
+  if (v == "landmark") return index::Prefetch::kLandmark;
+  if (v == "all") return index::Prefetch::kAll;
+  return Error(Errc::kInvalidArgument, fmt::format("--prefetch: '{}' is not none, landmark or all", v));
+}
+
+Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
+  UCRFS_ASSIGN(index::Prefetch prefetch, ParsePrefetch(m.prefetch));
+  if (m.fetch_timeout_s <= 0) return Error(Errc::kInvalidArgument, "--fetch-timeout must be positive");
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
   if (fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is already a ucrfs mount", mountpoint));
@@ -136,8 +176,10 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
     UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true));
     UCRFS_TRY(index::PrepareImage(*store, record));
   }  // closed before any fork
-  auto opener = MakeOpener(ref, opts);
-  if (foreground) return Serve(g.store, record, opener, mountpoint, -1);
+  index::LazyOptions lazy;
+  lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
+  lazy.prefetch = prefetch;
+  if (m.foreground) return Serve(g.store, record, std::move(lazy), mountpoint, -1);
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -154,7 +196,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
-    Status st = Serve(g.store, record, opener, mountpoint, fds[1]);
+    Status st = Serve(g.store, record, std::move(lazy), mountpoint, fds[1]);
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
@@ -195,6 +237,32 @@ Status Umount(const std::string& mountpoint_arg, bool lazy) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  return Ok();
+}
+
+Status Stats(const std::string& mountpoint_arg, bool json) {
+  UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (!fusefs::IsMounted(mountpoint)) {
+    return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
+  }
+  auto body = ReadFile(StatsFile(mountpoint));
+  nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false) : StatsJson(index::FetchStats{});
+  if (j.is_discarded()) return Error(Errc::kMalformed, "stats file of " + mountpoint + " is corrupt");
+  if (json) {
+    std::cout << j.dump(2) << std::endl;
+    return Ok();
+  }
+  uint64_t hits = j.value("cacheHits", uint64_t{0}), misses = j.value("cacheMisses", uint64_t{0});
+  fmt::print("mount:             {}\n", mountpoint);
+  fmt::print("requests:          {}\n", j.value("requests", uint64_t{0}));
+  fmt::print("bytes fetched:     {}\n", j.value("bytesFetched", uint64_t{0}));
+  fmt::print("chunks fetched:    {} ({} in the background)\n", j.value("chunksFetched", uint64_t{0}),
+             j.value("prefetchedChunks", uint64_t{0}));
+  fmt::print("chunk cache:       {} hits, {} misses ({:.1f}% hits)\n", hits, misses,
+             hits + misses == 0 ? 100.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses));
+  fmt::print("fetch errors:      {}\n", j.value("fetchErrors", uint64_t{0}));
+  fmt::print("waited on network: {:.3f} s\n", j.value("waitSeconds", 0.0));
+  fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));
   return Ok();
 }
 

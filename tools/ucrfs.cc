@@ -38,7 +38,8 @@ int Main(int argc, char** argv) {
   AddGlobalFlags(app, g);
 
   std::string image, mountpoint;
-  bool json = false, foreground = false, lazy = false;
+  bool json = false, lazy = false;
+  MountFlags mf;
   auto* pull = app.add_subcommand("pull", "Fetch an image's manifest, config and layers into the store; print "
                                           "the image manifest digest");
   pull->add_option("IMAGE", image, "Image to pull")->required();
@@ -52,7 +53,18 @@ int Main(int argc, char** argv) {
                                             "(pulling and indexing what is missing); returns once it serves");
   mount->add_option("IMAGE", image, "Image to mount")->required();
   mount->add_option("MOUNTPOINT", mountpoint, "An existing directory")->required();
-  mount->add_flag("--foreground", foreground, "Keep the server attached until the filesystem is unmounted");
+  mount->add_flag("--foreground", mf.foreground, "Keep the server attached until the filesystem is unmounted");
+  mount->add_option("--prefetch", mf.prefetch,
+                    "Lazy layers: none; landmark (the .prefetch.landmark region at mount); all (that, then the "
+                    "rest in the background, yielding to reads)")
+      ->capture_default_str();
+  mount->add_option("--fetch-timeout", mf.fetch_timeout_s,
+                    "Seconds a read of a lazy layer may wait for the network before it fails with EIO")
+      ->capture_default_str();
+  auto* stats = app.add_subcommand("stats", "Show what a mount fetched: requests, bytes, chunk cache hits and "
+                                            "misses, time waiting on the network");
+  stats->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
+  stats->add_flag("--json", json, "One JSON object");
   auto* umount = app.add_subcommand("umount", "Unmount a ucrfs mount and wait for its server to exit");
   umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
@@ -71,7 +83,8 @@ int Main(int argc, char** argv) {
   if (*pull) st = Pull(g, image);
   if (*inspect) st = Inspect(g, image, json);
   if (*images) st = Images(g, json);
-  if (*mount) st = Mount(g, image, mountpoint, foreground);
+  if (*mount) st = Mount(g, image, mountpoint, mf);
+  if (*stats) st = Stats(mountpoint, json);
   if (*umount) st = Umount(mountpoint, lazy);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());

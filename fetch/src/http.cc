@@ -137,6 +137,7 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const BodySink*
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, static_cast<long>(req.connect_timeout_s));
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, static_cast<long>(req.stall_timeout_s));
+  if (req.total_timeout_s > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT, static_cast<long>(req.total_timeout_s));
   // Blobs are hashed as sent: never let curl decode a Content-Encoding.
   curl_easy_setopt(c, CURLOPT_HTTP_CONTENT_DECODING, 0L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, req.verify_tls ? 1L : 0L);

@@ -28,6 +28,7 @@ struct HttpRequest {
   std::string ca_file;  // added to the system trust store when set
   int connect_timeout_s = 30;
   int stall_timeout_s = 60;  // abort when below 1 byte/s for this long
+  int total_timeout_s = 0;   // abort a request that takes longer; 0: no limit
 };
 
 struct HttpResponse {

@@ -106,6 +106,7 @@ HttpRequest RegistryClient::BaseRequest(const std::string& url, bool to_registry
   req.ca_file = opts_.registry_ca_file;
   req.connect_timeout_s = opts_.connect_timeout_s;
   req.stall_timeout_s = opts_.stall_timeout_s;
+  req.total_timeout_s = opts_.request_timeout_s;
   return req;
 }
 

@@ -360,8 +360,8 @@ namespace {
 class StoreTreeImpl final : public Tree {
  public:
   StoreTreeImpl(std::shared_ptr<Store> store, TreeRecord rec, std::map<uint64_t, fetch::Descriptor> layers,
-                SourceOpener opener)
-      : store_(std::move(store)), rec_(rec), layers_(std::move(layers)), opener_(std::move(opener)) {}
+                LazyOptions lazy)
+      : store_(std::move(store)), rec_(rec), layers_(std::move(layers)), lazy_(std::move(lazy)) {}
 
   Result<Attr> GetAttr(uint64_t ino) override {
     Txn txn;
@@ -459,6 +459,17 @@ class StoreTreeImpl final : public Tree {
     return len;
   }
 
+  // Opens the readers of lazy layers now rather than at their first read.
+  void OpenLazyLayers() {
+    for (const auto& [id, desc] : layers_) {
+      auto rec = FindLayer(*store_, desc.digest);
+      if (rec.ok() && *rec && IsLazy((*rec)->format)) {
+        auto r = Reader(id);
+        if (!r.ok()) spdlog::warn("layer {}: {}", desc.digest.str(), r.error().message());
+      }
+    }
+  }
+
   uint64_t InodeCount() override { return rec_.inodes; }
   uint64_t TotalBytes() override { return rec_.bytes; }
 
@@ -479,14 +490,14 @@ class StoreTreeImpl final : public Tree {
     if (d == layers_.end()) return Error(Errc::kInternal, fmt::format("unknown layer id {}", layer_id));
     UCRFS_ASSIGN(auto rec, FindLayer(*store_, d->second.digest));
     if (!rec) return Error(Errc::kNotFound, "layer " + d->second.digest.str() + " is not indexed");
-    UCRFS_ASSIGN(auto reader, LayerReader::Open(*store_, d->second, *rec, opener_));
+    UCRFS_ASSIGN(auto reader, LayerReader::Open(*store_, d->second, *rec, lazy_));
     return readers_.emplace(layer_id, std::move(reader)).first->second.get();
   }
 
   const std::shared_ptr<Store> store_;
   const TreeRecord rec_;
   const std::map<uint64_t, fetch::Descriptor> layers_;
-  const SourceOpener opener_;
+  const LazyOptions lazy_;
   std::mutex mu_;
   std::map<uint64_t, std::unique_ptr<LayerReader>> readers_;  // guarded by mu_
 };
@@ -494,7 +505,7 @@ class StoreTreeImpl final : public Tree {
 }  // namespace
 
 Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image,
-                                       SourceOpener opener) {
+                                       LazyOptions lazy) {
   UCRFS_ASSIGN(auto rec, FindTree(*store, image.manifest_digest));
   if (!rec) return Error(Errc::kNotFound, fmt::format("image {} has no tree; mount it first", image.key));
   std::map<uint64_t, fetch::Descriptor> layers;
@@ -503,7 +514,10 @@ Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const Image
     if (!lr) return Error(Errc::kNotFound, "layer " + l.digest.str() + " is not indexed");
     layers.emplace(lr->id, l);
   }
-  return std::shared_ptr<Tree>(new StoreTreeImpl(std::move(store), *rec, std::move(layers), std::move(opener)));
+  bool prefetch = lazy.prefetch != Prefetch::kNone;
+  auto tree = std::make_shared<StoreTreeImpl>(std::move(store), *rec, std::move(layers), std::move(lazy));
+  if (prefetch) tree->OpenLazyLayers();  // their prefetch starts with the mount
+  return std::shared_ptr<Tree>(std::move(tree));
 }
 
 }  // namespace ucrfs::index

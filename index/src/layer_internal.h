@@ -46,6 +46,6 @@ Result<std::vector<T>> LoadPerLayer(const Store& store, Dbi dbi, const LayerReco
 }
 // The reader of a lazy layer (lazy.cc).
 Result<std::unique_ptr<LayerReader>> OpenLazyReader(const Store& store, const fetch::Descriptor& layer,
-                                                    const LayerRecord& rec, const SourceOpener& opener);
+                                                    const LayerRecord& rec, const LazyOptions& lazy);
 
 }  // namespace ucrfs::index

@@ -25,6 +25,7 @@ std::string EncodeRecord(const LayerRecord& r) {
       .Var(r.entries)
       .Var(r.checkpoints)
       .Var(r.chunks)
+      .Var(r.prefetch_end)
       .take();
 }
 
@@ -37,6 +38,7 @@ Result<LayerRecord> DecodeRecord(std::string_view v) {
   r.entries = d.Var();
   r.checkpoints = d.Var();
   r.chunks = d.Var();
+  r.prefetch_end = d.Var();
   UCRFS_TRY(d.Check("layer record"));
   if (fmt > static_cast<uint64_t>(LayerFormat::kZstdChunked)) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
   r.format = static_cast<LayerFormat>(fmt);
@@ -273,9 +275,9 @@ Result<std::vector<Checkpoint>> LoadCheckpoints(const Store& store, const LayerR
 }  // namespace
 
 Result<std::unique_ptr<LayerReader>> LayerReader::Open(const Store& store, const fetch::Descriptor& desc,
-                                                       const LayerRecord& rec, const SourceOpener& opener) {
+                                                       const LayerRecord& rec, const LazyOptions& lazy) {
   const Digest& layer = desc.digest;
-  if (IsLazy(rec.format)) return OpenLazyReader(store, desc, rec, opener);
+  if (IsLazy(rec.format)) return OpenLazyReader(store, desc, rec, lazy);
   if (rec.format == LayerFormat::kGzip) {
     UCRFS_ASSIGN(auto cps, LoadCheckpoints(store, rec));
     UCRFS_ASSIGN(auto r, GzipRandomReader::Open(store.BlobPath(layer), std::move(cps), rec.decoded_size));

@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "layer_internal.h"
 #include "ucrfs/common/file.h"
@@ -57,13 +59,25 @@ TocFormat TocFormatOf(LayerFormat f) {
   return f == LayerFormat::kZstdChunked ? TocFormat::kZstdChunked : TocFormat::kEstargz;
 }
 
-std::optional<Digest> TocDigest(const fetch::Descriptor& layer, TocFormat format) {
-  const char* key = format == TocFormat::kEstargz ? "containerd.io/snapshot/stargz/toc.digest"
-                                                  : "io.containers.zstd-chunked.manifest-checksum";
-  auto it = layer.annotations.find(key);
-  if (it == layer.annotations.end()) return std::nullopt;
-  auto d = Digest::Parse(it->second);
-  return d.ok() ? std::optional<Digest>(*d) : std::nullopt;
+// Every TOC digest the descriptor claims. Each must verify: a converter that
+// writes both a manifest checksum and a stargz TOC digest (ctr-remote does
+// for zstd:chunked) is held to both.
+Result<std::vector<Digest>> TocDigests(const fetch::Descriptor& layer, TocFormat format) {
+  std::vector<const char*> keys = {"containerd.io/snapshot/stargz/toc.digest"};
+  if (format == TocFormat::kZstdChunked) {
+    keys.push_back("io.containers.zstd-chunked.manifest-checksum");
+    keys.push_back("io.github.containers.zstd-chunked.manifest-checksum");
+  }
+  std::vector<Digest> out;
+  for (const char* key : keys) {
+    auto it = layer.annotations.find(key);
+    if (it == layer.annotations.end()) continue;
+    auto d = Digest::Parse(it->second);
+    if (!d.ok()) return d.error().Wrap(std::string("annotation ") + key);
+    out.push_back(*d);
+  }
+  if (out.empty()) return Error(Errc::kMalformed, "lazy layer without a TOC digest annotation");
+  return out;
 }
 
 // Writes a verified chunk into the cache: temporary name, then rename, so a
@@ -82,9 +96,16 @@ Status CacheChunk(const std::string& path, std::string_view bytes) {
 class LazyReader final : public LayerReader {
  public:
   LazyReader(const Store& store, fetch::Descriptor layer, TocFormat format, std::vector<ChunkRec> chunks,
-             SourceOpener opener)
+             uint64_t prefetch_end, LazyOptions lazy)
       : store_(store), layer_(std::move(layer)), format_(format), chunks_(std::move(chunks)),
-        opener_(std::move(opener)) {}
+        prefetch_end_(prefetch_end), lazy_(std::move(lazy)) {
+    if (lazy_.prefetch != Prefetch::kNone) prefetcher_ = std::thread([this] { RunPrefetch(); });
+  }
+
+  ~LazyReader() override {
+    stop_ = true;
+    if (prefetcher_.joinable()) prefetcher_.join();
+  }
 
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) override {
     // The first chunk that ends after `offset`.
@@ -113,7 +134,24 @@ class LazyReader final : public LayerReader {
   // for a single fetch.
   Status ReadChunk(const ChunkRec& c, uint64_t off, char* buf, size_t n) {
     const std::string path = store_.ChunkPath(c.chunk.digest);
-    if (Status st = ReadCached(path, off, buf, n); st.ok()) return st;
+    if (Status st = ReadCached(path, off, buf, n); st.ok()) {
+      ++lazy_.stats->cache_hits;
+      return st;
+    }
+    ++lazy_.stats->cache_misses;
+    ++waiting_;
+    auto started = std::chrono::steady_clock::now();
+    Status st = FetchOnce(c, path);
+    lazy_.stats->wait_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+    --waiting_;
+    UCRFS_TRY(st);
+    return ReadCached(path, off, buf, n);
+  }
+
+  // Makes sure a chunk is in the cache, with one fetch however many threads
+  // ask at once.
+  Status FetchOnce(const ChunkRec& c, const std::string& path) {
     std::shared_ptr<Flight> flight;
     bool leader = false;
     {
@@ -124,19 +162,16 @@ class LazyReader final : public LayerReader {
       leader = inserted;
       if (!leader) {
         cv_.wait(lock, [&] { return flight->done; });
-        if (!flight->status.ok()) return flight->status;
+        return flight->status;
       }
     }
-    if (leader) {
-      Status st = Fetch(c, path);
-      std::lock_guard lock(mu_);
-      flight->status = st;
-      flight->done = true;
-      flights_.erase(c.chunk.digest.str());
-      cv_.notify_all();
-      if (!st.ok()) return st;
-    }
-    return ReadCached(path, off, buf, n);
+    Status st = PathExists(path) ? Ok() : Fetch(c, path);
+    std::lock_guard lock(mu_);
+    flight->status = st;
+    flight->done = true;
+    flights_.erase(c.chunk.digest.str());
+    cv_.notify_all();
+    return st;
   }
 
   static Status ReadCached(const std::string& path, uint64_t off, char* buf, size_t n) {
@@ -148,39 +183,98 @@ class LazyReader final : public LayerReader {
   }
 
   Status Fetch(const ChunkRec& c, const std::string& path) {
-    UCRFS_ASSIGN(std::string data, CompressedBytes(c));
-    auto decoded = DecodeChunk(format_, c.chunk, data);
-    if (!decoded.ok()) {
-      spdlog::warn("layer {}: {}", layer_.digest.str(), decoded.error().message());
-      return decoded.error();
+    auto data = CompressedBytes(c.chunk.blob_offset, c.chunk.blob_size);
+    Status st = data.ok() ? Keep(c, path, *data) : Status(data.error());
+    if (!st.ok()) {
+      ++lazy_.stats->fetch_errors;
+      spdlog::warn("layer {}: {}", layer_.digest.str(), st.error().message());
     }
-    return CacheChunk(path, *decoded);
+    return st;
   }
 
-  // A chunk's compressed bytes: from the blob when the store has it (a full
-  // pull happened since), else from the source by Range.
-  Result<std::string> CompressedBytes(const ChunkRec& c) {
-    if (store_.HasBlob(layer_.digest)) {
-      return ReadFileRange(store_.BlobPath(layer_.digest), c.chunk.blob_offset, c.chunk.blob_size);
+  // Decodes and verifies a chunk from its compressed bytes, then caches it.
+  Status Keep(const ChunkRec& c, const std::string& path, std::string_view data) {
+    UCRFS_ASSIGN(std::string decoded, DecodeChunk(format_, c.chunk, data));
+    UCRFS_TRY(CacheChunk(path, decoded));
+    ++lazy_.stats->chunks_fetched;
+    return Ok();
+  }
+
+  // The prefetch region in one request, then (kAll) every chunk still
+  // missing, one at a time, standing aside while reads wait for fetches.
+  void RunPrefetch() {
+    ++lazy_.stats->prefetch_running;
+    Prefetch1();
+    --lazy_.stats->prefetch_running;
+  }
+
+  void Prefetch1() {
+    if (prefetch_end_ > 0) {
+      auto region = CompressedBytes(0, prefetch_end_);
+      if (region.ok()) {
+        for (const ChunkRec& c : chunks_) {
+          if (stop_) return;
+          if (c.chunk.blob_offset + c.chunk.blob_size > prefetch_end_) continue;
+          std::string path = store_.ChunkPath(c.chunk.digest);
+          if (PathExists(path)) continue;
+          std::string_view bytes = std::string_view(*region).substr(c.chunk.blob_offset, c.chunk.blob_size);
+          if (Keep(c, path, bytes).ok()) ++lazy_.stats->prefetched_chunks;
+        }
+      } else {
+        spdlog::info("layer {}: prefetch of the landmark region failed: {}", layer_.digest.str(),
+                     region.error().message());
+      }
     }
+    if (lazy_.prefetch != Prefetch::kAll) return;
+    std::vector<const ChunkRec*> order;
+    for (const ChunkRec& c : chunks_) order.push_back(&c);
+    std::stable_sort(order.begin(), order.end(), [](const ChunkRec* a, const ChunkRec* b) {
+      return a->chunk.blob_offset < b->chunk.blob_offset;
+    });
+    for (const ChunkRec* c : order) {
+      while (waiting_ > 0 && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (stop_) return;
+      std::string path = store_.ChunkPath(c->chunk.digest);
+      if (PathExists(path)) continue;
+      if (FetchOnce(*c, path).ok()) {
+        ++lazy_.stats->prefetched_chunks;
+      } else {
+        // The source is unreachable or lying: leave the rest to on-demand
+        // reads rather than hammering it.
+        return;
+      }
+    }
+  }
+
+  // Compressed bytes of the blob: from the blob file when the store has it
+  // (a full pull happened since), else from the source by Range.
+  Result<std::string> CompressedBytes(uint64_t offset, uint64_t size) {
+    if (store_.HasBlob(layer_.digest)) return ReadFileRange(store_.BlobPath(layer_.digest), offset, size);
     std::shared_ptr<fetch::ImageSource> source;
     {
       std::lock_guard lock(source_mu_);
       if (source_ == nullptr) {
-        auto s = opener_();
+        auto s = lazy_.opener();
         if (!s.ok()) return s.error();
         source_ = *s;
       }
       source = source_;
     }
-    return source->GetBlobRange(layer_, c.chunk.blob_offset, c.chunk.blob_size);
+    ++lazy_.stats->requests;
+    auto data = source->GetBlobRange(layer_, offset, size);
+    if (data.ok()) lazy_.stats->bytes_fetched += data->size();
+    return data;
   }
 
   const Store& store_;
   const fetch::Descriptor layer_;
   const TocFormat format_;
   const std::vector<ChunkRec> chunks_;  // by vstart
-  const SourceOpener opener_;
+  const uint64_t prefetch_end_;
+  const LazyOptions lazy_;
+  std::atomic<int> waiting_{0};  // reads waiting for a fetch: the prefetcher stands aside
+  std::atomic<bool> stop_{false};
+  std::thread prefetcher_;  // started last, joined first
 
   std::mutex source_mu_;
   std::shared_ptr<fetch::ImageSource> source_;  // guarded by source_mu_
@@ -193,7 +287,7 @@ class LazyReader final : public LayerReader {
 // Fetches the footer and the TOC and parses them; nullopt when there is no
 // footer of the announced format.
 Result<std::optional<Toc>> FetchToc(fetch::ImageSource& source, const fetch::Descriptor& layer, TocFormat format,
-                                    const Digest& expected) {
+                                    const std::vector<Digest>& expected) {
   if (layer.size <= 0) return Error(Errc::kMalformed, "lazy layer descriptor has no size");
   uint64_t size = static_cast<uint64_t>(layer.size);
   uint64_t tail_len = std::min<uint64_t>(kFooterFetchSize, size);
@@ -204,8 +298,12 @@ Result<std::optional<Toc>> FetchToc(fetch::ImageSource& source, const fetch::Des
     return loc.error();
   }
   UCRFS_ASSIGN(std::string toc_bytes, source.GetBlobRange(layer, loc->offset, loc->size));
-  UCRFS_ASSIGN(Toc toc, ParseToc(*loc, toc_bytes, expected));
-  return std::optional<Toc>(std::move(toc));
+  std::optional<Toc> toc;
+  for (const Digest& d : expected) {
+    UCRFS_ASSIGN(Toc parsed, ParseToc(*loc, toc_bytes, d));
+    toc = std::move(parsed);
+  }
+  return toc;
 }
 
 }  // namespace
@@ -217,8 +315,8 @@ Result<std::optional<LayerRecord>> IndexLazyLayer(Store& store, fetch::ImageSour
   auto format = LazyFormatOf(layer.annotations);
   if (!format) return std::optional<LayerRecord>();
   const std::string what = "layer " + layer.digest.str();
-  auto expected = TocDigest(layer, *format);
-  if (!expected) return Error(Errc::kMalformed, what + ": lazy layer without a valid TOC digest annotation");
+  auto expected = TocDigests(layer, *format);
+  if (!expected.ok()) return expected.error().Wrap(what);
   auto toc = FetchToc(source, layer, *format, *expected);
   if (!toc.ok()) return toc.error().Wrap(what);
   if (!*toc) {
@@ -241,6 +339,7 @@ Result<std::optional<LayerRecord>> IndexLazyLayer(Store& store, fetch::ImageSour
   rec.decoded_size = vpos;
   rec.entries = (*toc)->entries.size();
   rec.chunks = chunks.size();
+  rec.prefetch_end = (*toc)->prefetch_end;
 
   const auto& env = store.env();
   Txn txn;
@@ -264,11 +363,11 @@ Result<std::optional<LayerRecord>> IndexLazyLayer(Store& store, fetch::ImageSour
 }
 
 Result<std::unique_ptr<LayerReader>> OpenLazyReader(const Store& store, const fetch::Descriptor& layer,
-                                                    const LayerRecord& rec, const SourceOpener& opener) {
-  if (!opener) return Error(Errc::kInternal, "lazy layer " + layer.digest.str() + " opened without a source");
+                                                    const LayerRecord& rec, const LazyOptions& lazy) {
+  if (!lazy.opener) return Error(Errc::kInternal, "lazy layer " + layer.digest.str() + " opened without a source");
   UCRFS_ASSIGN(auto chunks, LoadPerLayer<ChunkRec>(store, Dbi::kChunks, rec, rec.chunks, DecodeChunkRec, "chunks"));
   return std::unique_ptr<LayerReader>(new LazyReader(store, layer, TocFormatOf(rec.format), std::move(chunks),
-                                                     opener));
+                                                     rec.prefetch_end, lazy));
 }
 
 }  // namespace ucrfs::index

@@ -59,6 +59,7 @@ struct SourceOptions {
   int retry_max_delay_ms = 30000;
   int connect_timeout_s = 30;
   int stall_timeout_s = 60;  // abort a transfer below 1 B/s for this long
+  int request_timeout_s = 0;  // abort any one request taking longer; 0: no limit (whole-layer downloads)
 };
 
 class ImageSource {

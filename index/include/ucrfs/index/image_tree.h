@@ -37,9 +37,9 @@ Result<TreeRecord> PrepareImage(Store& store, const ImageRecord& image);
 
 Result<std::optional<TreeRecord>> FindTree(const Store& store, const Digest& manifest);
 
-// The tree of a prepared image, read from the store. `opener` gives the
-// image's source to lazy layers when they first need bytes.
+// The tree of a prepared image, read from the store. `lazy` tells lazy
+// layers how to fetch (its opener gives them the image's source).
 Result<std::shared_ptr<Tree>> OpenTree(std::shared_ptr<Store> store, const ImageRecord& image,
-                                       SourceOpener opener = {});
+                                       LazyOptions lazy = {});
 
 }  // namespace ucrfs::index

@@ -13,6 +13,7 @@
 //          touches by Range, verifies them and keeps them in <store>/chunks/.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,12 +37,39 @@ struct LayerRecord {
   uint64_t decoded_size = 0;  // bytes of the tar stream
   uint64_t entries = 0;
   uint64_t checkpoints = 0;
-  uint64_t chunks = 0;  // lazy formats
+  uint64_t chunks = 0;         // lazy formats
+  uint64_t prefetch_end = 0;   // lazy formats: blob offset of .prefetch.landmark, 0 if none
 };
 
 // Opens the image's source when a lazy layer first needs bytes (a mount of
 // an image whose layers are all local never touches the network).
 using SourceOpener = std::function<Result<std::shared_ptr<fetch::ImageSource>>()>;
+
+// What lazy layers of one mount fetch, for `ucrfs stats`. All counters are
+// monotonic and updated without locks.
+struct FetchStats {
+  std::atomic<uint64_t> requests{0};          // Range requests sent
+  std::atomic<uint64_t> bytes_fetched{0};     // compressed bytes received
+  std::atomic<uint64_t> chunks_fetched{0};    // chunks fetched, verified and cached
+  std::atomic<uint64_t> cache_hits{0};        // chunk reads served by the cache
+  std::atomic<uint64_t> cache_misses{0};      // chunk reads that had to wait for a fetch
+  std::atomic<uint64_t> fetch_errors{0};      // fetches that failed (read answered EIO)
+  std::atomic<uint64_t> wait_ns{0};           // time on-demand reads spent waiting for fetches
+  std::atomic<uint64_t> prefetched_chunks{0};  // chunks fetched in the background
+  std::atomic<int64_t> prefetch_running{0};     // layers whose background prefetch is under way
+};
+
+enum class Prefetch { kNone, kLandmark, kAll };
+
+// How a mount's lazy layers fetch.
+struct LazyOptions {
+  SourceOpener opener;
+  std::shared_ptr<FetchStats> stats = std::make_shared<FetchStats>();
+  // kLandmark: the region before .prefetch.landmark in one request at mount;
+  // kAll: that, then every other chunk in the background, one at a time and
+  // pausing while reads wait for fetches.
+  Prefetch prefetch = Prefetch::kAll;
+};
 
 // Indexes the layer (its blob must be in the store) unless it already is.
 // The entries, checkpoints and the record commit in one transaction: a layer
@@ -66,9 +94,9 @@ class LayerReader {
   virtual ~LayerReader() = default;
   // Reads up to len bytes at decoded offset `offset`; short only at the end.
   virtual Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) = 0;
-  // `opener` is needed (and only called) for lazy layers.
+  // `lazy` is needed (and its opener only called) for lazy layers.
   static Result<std::unique_ptr<LayerReader>> Open(const Store& store, const fetch::Descriptor& layer,
-                                                   const LayerRecord& rec, const SourceOpener& opener);
+                                                   const LayerRecord& rec, const LazyOptions& lazy);
 };
 
 }  // namespace ucrfs::index
