@@ -4,6 +4,12 @@ faults real registries and networks produce. Every request is recorded.
     reg = FakeRegistry()            # then reg.add_image(...), reg.start()
     reg.bearer = {"user": "u", "password": "p"}   # or {} for anonymous tokens
     reg.faults["corrupt_blob"] = {digest}
+    reg.faults["corrupt_at"][digest] = {offset}   # flip that byte wherever served
+
+Blob bytes served are counted per GET (`served`, `served_bytes`), so tests can
+tell a lazy reader's Range requests from a whole download. stop() also
+closes kept-alive connections (a stopped registry answers nothing), and
+start(port) can bring it back on the same port.
 """
 import base64
 import json
@@ -31,9 +37,31 @@ class Request:
         return "%s %s" % (self.method, self.path)
 
 
+class Served:
+    """One blob GET answered: which blob, which bytes, asked with a Range?"""
+
+    def __init__(self, digest, start, length, ranged):
+        self.digest = digest
+        self.start = start
+        self.length = length
+        self.ranged = ranged
+        self.time = time.monotonic()
+
+    def __repr__(self):
+        return "%s[%d+%d%s]" % (self.digest[7:19], self.start, self.length,
+                                "" if self.ranged else ", no Range")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # A client that hung up (or stop() closing its connection) is not news.
+        import sys
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeRegistry:
@@ -54,7 +82,10 @@ class FakeRegistry:
             "cut_blob_once": set(),     # digests whose first GET is cut mid-body
             "redirect_blobs": False,    # blob GETs -> 307 to http://localhost:P/storage/
             "stall_blob": set(),        # digests: send half the body, then hang
+            "corrupt_at": {},           # digest -> {blob offset}: that byte flipped in any response
         }
+        self.served = []     # Served(...) per blob GET answered with a body
+        self._conns = set()
         self.stopping = threading.Event()
         self.httpd = None
         self.thread = None
@@ -92,25 +123,36 @@ class FakeRegistry:
     def addr(self):
         return "%s:%d" % (self.host, self.port)
 
-    def start(self):
+    def start(self, port=0):
+        """Serves on port (0: any free port; pass the old port to restart)."""
         reg = self
 
         class Handler(_Handler):
             registry = reg
 
-        self.httpd = _Server((self.host, 0), Handler)
+        self.stopping.clear()
+        self.httpd = _Server((self.host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self
 
     def stop(self):
+        """Stops listening and closes every open connection (keep-alive
+        ones too), so clients see the registry gone."""
         self.stopping.set()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
             self.thread.join(timeout=5)
             self.httpd = None
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # ---------------------------------------------------------- queries
 
@@ -118,6 +160,19 @@ class FakeRegistry:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(prefix)
                     and (method is None or r.method == method)]
+
+    def mark(self):
+        """A position in `served`, for served_bytes(since=...)."""
+        with self.lock:
+            return len(self.served)
+
+    def served_for(self, digest, since=0):
+        with self.lock:
+            return [s for s in self.served[since:] if s.digest == digest]
+
+    def served_bytes(self, digest, since=0):
+        """Body bytes of blob GETs answered for digest (after mark `since`)."""
+        return sum(s.length for s in self.served_for(digest, since))
 
     def token_requests(self):
         return self.requests_for("/token")
@@ -136,6 +191,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        with self.registry.lock:
+            self.registry._conns.add(self.connection)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.registry.lock:
+                self.registry._conns.discard(self.connection)
 
     # ---------------------------------------------------------- helpers
 
@@ -282,6 +349,15 @@ class _Handler(BaseHTTPRequestHandler):
                 end = min(int(m.group(2)), total - 1)
             code = 206
         body = data[start:end + 1]
+        flips = [o - start for o in reg.faults["corrupt_at"].get(digest, ()) if start <= o <= end]
+        if flips:
+            b = bytearray(body)
+            for i in flips:
+                b[i] ^= 0xFF
+            body = bytes(b)
+        if not head:
+            with reg.lock:
+                reg.served.append(Served(digest, start, len(body), bool(rng)))
         headers = {"Content-Type": "application/octet-stream",
                    "Docker-Content-Digest": digest, "Accept-Ranges": "bytes",
                    "Content-Length": str(len(body))}

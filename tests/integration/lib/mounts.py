@@ -158,12 +158,12 @@ class MountTestCase(UcrfsTestCase):
                 pass
         force_unmount(mp)
 
-    def mount(self, image, mp=None, store=None, flags=(), timeout=300, check=True):
-        """`ucrfs mount IMAGE MP`; with check, asserts exit 0 and a fuse.ucrfs
-        mount at MP. Returns (result, mountpoint)."""
+    def mount(self, image, mp=None, store=None, flags=(), timeout=300, check=True, mount_args=()):
+        """`ucrfs [flags] mount [mount_args] IMAGE MP`; with check, asserts exit
+        0 and a fuse.ucrfs mount at MP. Returns (result, mountpoint)."""
         mp = mp or self.mountpoint()
         self.track_mount(mp, store)
-        res = self.ucrfs("mount", image, mp, store=store, flags=flags, timeout=timeout)
+        res = self.ucrfs("mount", *mount_args, image, mp, store=store, flags=flags, timeout=timeout)
         if check:
             self.assertSucceeded(res)
             self.assertMounted(mp, res)
