@@ -86,17 +86,23 @@ RegistryClient::RegistryClient(RegistryEndpoint ep, std::string registry, std::s
 
 RegistryClient::~RegistryClient() = default;
 
-std::unique_ptr<HttpClient> RegistryClient::Borrow() {
-  std::lock_guard lock(mu_);
-  if (pool_.empty()) return std::make_unique<HttpClient>();
-  auto c = std::move(pool_.back());
-  pool_.pop_back();
-  return c;
+RegistryClient::Lease::Lease(RegistryClient& owner) : owner_(owner) {
+  std::unique_lock lock(owner_.mu_);
+  owner_.pool_cv_.wait(lock, [&] { return owner_.leased_ < std::max(1, owner_.opts_.max_connections); });
+  ++owner_.leased_;
+  if (owner_.pool_.empty()) {
+    client_ = std::make_unique<HttpClient>();
+  } else {
+    client_ = std::move(owner_.pool_.back());
+    owner_.pool_.pop_back();
+  }
 }
 
-void RegistryClient::Return(std::unique_ptr<HttpClient> c) {
-  std::lock_guard lock(mu_);
-  pool_.push_back(std::move(c));
+RegistryClient::Lease::~Lease() {
+  std::lock_guard lock(owner_.mu_);
+  owner_.pool_.push_back(std::move(client_));
+  --owner_.leased_;
+  owner_.pool_cv_.notify_one();
 }
 
 HttpRequest RegistryClient::BaseRequest(const std::string& url, bool to_registry) const {
@@ -136,7 +142,7 @@ std::chrono::milliseconds RegistryClient::RetryDelay(int attempt, const HttpResp
 
 Status RegistryClient::Ping() {
   Call call{.what = fmt::format("registry {}", registry_), .url = base_url_ + "/v2/"};
-  auto http = Borrow();
+  Lease http(*this);
   for (int attempt = 1;; ++attempt) {
     auto r = http->Perform(BaseRequest(call.url, true), nullptr, 1 << 20);
     if (!r.ok()) {
@@ -155,14 +161,12 @@ Status RegistryClient::Ping() {
         std::this_thread::sleep_for(d);
         continue;
       }
-      Return(std::move(http));
       return r.error().Wrap(fmt::format("registry {} unreachable", registry_));
     }
     if (IsRetryableStatus(r->status) && attempt < opts_.max_attempts) {
       std::this_thread::sleep_for(RetryDelay(attempt, &r.value()));
       continue;
     }
-    Return(std::move(http));
     if (r->status == 200 || r->status == 401) return Ok();
     if (r->status == 404) {
       return Error(Errc::kProtocol, fmt::format("{} does not speak the registry v2 API (GET /v2/ answered 404)",
@@ -205,7 +209,7 @@ Result<HttpResponse> RegistryClient::Attempt(HttpClient& http, Call& call, const
 }
 
 Result<HttpResponse> RegistryClient::Run(Call& call) {
-  auto http = Borrow();
+  Lease http(*this);
   const std::string registry_authority = UrlAuthority(base_url_);
   std::string url = call.url;
   int attempt = 1, redirects = 0;
@@ -215,7 +219,6 @@ Result<HttpResponse> RegistryClient::Run(Call& call) {
     auto r = Attempt(*http, call, url, to_registry);
     const HttpResponse* resp = r.ok() ? &r.value() : nullptr;
     if (resp != nullptr && resp->status >= 200 && resp->status < 300) {
-      Return(std::move(http));
       return std::move(r).value();
     }
     if (resp != nullptr && IsRedirect(resp->status) && !resp->Header("location").empty()) {
@@ -235,7 +238,6 @@ Result<HttpResponse> RegistryClient::Run(Call& call) {
     }
     bool retryable = resp != nullptr ? IsRetryableStatus(resp->status) : r.error().code() == Errc::kNetwork;
     if (!retryable || attempt >= opts_.max_attempts) {
-      Return(std::move(http));
       if (resp == nullptr) return r.error().Wrap(call.what);
       return StatusError(call.what, *resp);
     }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,8 +76,21 @@ class RegistryClient {
   Status FetchToken(HttpClient& http, const AuthChallenge& ch, const std::string& what);
   std::chrono::milliseconds RetryDelay(int attempt, const HttpResponse* resp) const;
 
-  std::unique_ptr<HttpClient> Borrow();
-  void Return(std::unique_ptr<HttpClient> c);
+  // A pooled HttpClient, held for one call. At most opts.max_connections
+  // are out at once (callers beyond that wait); the destructor gives it back.
+  class Lease {
+   public:
+    explicit Lease(RegistryClient& owner);
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    HttpClient& operator*() { return *client_; }
+    HttpClient* operator->() { return client_.get(); }
+
+   private:
+    RegistryClient& owner_;
+    std::unique_ptr<HttpClient> client_;
+  };
 
   const std::string registry_;    // host[:port]
   const std::string repository_;
@@ -90,6 +104,8 @@ class RegistryClient {
   enum class AuthScheme { kNone, kBasic, kBearer } scheme_ = AuthScheme::kNone;  // guarded by mu_
   std::optional<Token> token_;                                                  // guarded by mu_
   std::vector<std::unique_ptr<HttpClient>> pool_;                               // guarded by mu_
+  int leased_ = 0;                                                              // guarded by mu_
+  std::condition_variable pool_cv_;
 };
 
 }  // namespace ucrfs::fetch

@@ -60,6 +60,7 @@ struct SourceOptions {
   int connect_timeout_s = 30;
   int stall_timeout_s = 60;  // abort a transfer below 1 B/s for this long
   int request_timeout_s = 0;  // abort any one request taking longer; 0: no limit (whole-layer downloads)
+  int max_connections = 8;    // requests in flight to one registry at once
 };
 
 class ImageSource {
