@@ -496,6 +496,63 @@ class LazyMountTest(MountTestCase):
                                  "%d-byte blob" % (mode, total, i, size))
         self.umount(mp)
 
+    def test_concurrent_readers_one_request_per_chunk(self):
+        """8 threads reading the same uncached region wait for one fetch."""
+        import threading
+        c = self.conv["estargz"]
+        d1, _, toc1 = c.layer(0)
+        _, mp = self.mount(self.image("estargz"))
+        off = 9 * MiB + 17
+        chunks = toc1.chunks(BIG)
+        idx = max(i for i, (co, _) in enumerate(chunks) if co <= off)
+        start, end = toc1.encoded_range(BIG, idx)
+        # Different pages of one chunk, so the kernel sends separate reads
+        # (one page would be serialized by the page lock and prove nothing).
+        offsets = [off + i * 65536 for i in range(8)]
+        if idx + 1 < len(chunks):
+            self.assertLess(offsets[-1] + 4096, chunks[idx + 1][0], "the offsets must stay in one chunk")
+        m = self.fake.mark()
+        results, barrier = {}, threading.Barrier(8)
+
+        def reader(o):
+            barrier.wait()
+            fd = os.open(os.path.join(mp, BIG), os.O_RDONLY)
+            try:
+                results[o] = os.pread(fd, 4096, o)
+            finally:
+                os.close(fd)
+
+        threads = [threading.Thread(target=reader, args=(o,)) for o in offsets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        self.assertEqual(len(results), 8)
+        for o in offsets:
+            self.assertEqual(results[o], self.contents[BIG][o:o + 4096], "a concurrent reader got wrong bytes at %d" % o)
+        served = self.fake.served_for(d1, m)
+        covering = [r for r in served if r.start <= start < r.start + r.length]
+        self.assertEqual(len(covering), 1, "the chunk at %d was fetched %d times by 8 concurrent readers: %r" % (
+            start, len(covering), served))
+        self.umount(mp)
+
+    def test_two_stores_fetch_independently(self):
+        """Mounts of one image in two stores each fetch what they read; one
+        store's cache never serves the other."""
+        c = self.conv["estargz"]
+        d1, _, _ = c.layer(0)
+        stores = [self.path("store-a"), self.path("store-b")]
+        mps = []
+        for i, store in enumerate(stores):
+            _, mp = self.mount(self.image("estargz"), mp=self.mountpoint("m%d" % i), store=store)
+            mps.append((mp, store))
+        for mp, store in mps:
+            m = self.fake.mark()
+            self.assertReads(mp, MOTD)
+            self.assertGreater(self.fake.served_bytes(d1, m), 0, "a read in %s fetched nothing" % store)
+        for mp, store in reversed(mps):
+            self.umount(mp, store=store)
+
     def test_lazy_estargz(self):
         self.check_lazy("estargz")
 
