@@ -157,6 +157,17 @@ std::unique_ptr<DirHandle> Dispatcher::OpenDir(uint64_t ino) {
   return std::make_unique<DirHandle>(ino, ParentOf(ino));
 }
 
+std::shared_ptr<DirHandle> Dispatcher::SharedDir(uint64_t ino) {
+  uint64_t parent = ParentOf(ino);
+  std::lock_guard lock(dirs_mu_);
+  auto it = dirs_.find(ino);
+  if (it != dirs_.end()) return it->second;
+  // The kernel keeps listings in its own cache; this one only spans the
+  // readdir calls of one listing, so dropping everything now and then is fine.
+  if (dirs_.size() >= kSharedDirs) dirs_.clear();
+  return dirs_.emplace(ino, std::make_shared<DirHandle>(ino, parent)).first->second;
+}
+
 Status Dispatcher::ReadDir(DirHandle& dir, uint64_t offset, const std::function<bool(const DirItem&)>& emit) {
   std::shared_ptr<const std::vector<index::DirEntry>> entries;
   {

@@ -114,6 +114,8 @@ class Dispatcher {
 
   // Set once at init: whether opens may be answered with zero_message.
   void set_zero_message_open(bool on) { zero_message_open_.store(on, std::memory_order_relaxed); }
+  void set_zero_message_opendir(bool on) { zero_message_opendir_.store(on, std::memory_order_relaxed); }
+  bool zero_message_opendir() const { return zero_message_opendir_.load(std::memory_order_relaxed); }
 
   // An attr with ino 0 means "no such name": the glue replies a negative
   // entry, which the kernel caches for entry_timeout (the image never gains
@@ -123,6 +125,10 @@ class Dispatcher {
   Result<std::string> ReadLink(uint64_t ino);
 
   std::unique_ptr<DirHandle> OpenDir(uint64_t ino);
+  // The handle readdir uses when there was no opendir (zero-message opendir:
+  // the kernel sends readdir with fh 0). Shared per directory and kept in a
+  // small cache, so a listing read over several readdir calls loads once.
+  std::shared_ptr<DirHandle> SharedDir(uint64_t ino);
   // Calls emit for the items of `dir` from `offset` on, until emit returns
   // false (the reply buffer is full) or the listing ends. An error is only
   // possible before the first item (loading the listing).
@@ -149,6 +155,11 @@ class Dispatcher {
   const std::shared_ptr<index::Tree> tree_;
   const Timeouts timeouts_;
   std::atomic<bool> zero_message_open_{false};
+  std::atomic<bool> zero_message_opendir_{false};
+
+  static constexpr size_t kSharedDirs = 256;
+  std::mutex dirs_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> dirs_;  // guarded by dirs_mu_
 
   // Directory -> its parent, for "..". Tree has no parent query; a directory
   // reaches the kernel only through lookup or readdirplus of its parent, and

@@ -142,6 +142,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->max_read = kMaxRead;
   const bool zero_open = impl.opts.zero_message_open && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
   impl.dispatcher.set_zero_message_open(zero_open);
+  const bool zero_opendir = impl.opts.zero_message_open && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
+  if (zero_opendir) conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+  impl.dispatcher.set_zero_message_opendir(zero_opendir);
   spdlog::debug("fuse init at {}: protocol 7.{}, capable {:#x}, want {:#x}, max_read {}, max_write {}, "
                 "zero-message open {}",
                 impl.opts.mountpoint, conn->proto_minor, conn->capable, conn->want, conn->max_read, conn->max_write,
@@ -199,6 +202,10 @@ void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { Request(req).Succe
 
 void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Request r(req);
+  // ENOSYS here, when the kernel offered FUSE_CAP_NO_OPENDIR_SUPPORT, means
+  // "success, and send no more opendir/releasedir": a warm walk then costs no
+  // request per directory (the kernel still caches listings).
+  if (D(req).zero_message_opendir()) return r.OpenNeedsNoMessage();
   std::unique_ptr<DirHandle> dir = D(req).OpenDir(ino);
   fi->fh = reinterpret_cast<uint64_t>(dir.get());
   // The kernel may keep the listing in its page cache and serve later
@@ -208,9 +215,11 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (r.Open(*fi) == 0) dir.release();  // owned by the kernel's open file until releasedir
 }
 
-void ReplyReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+void ReplyReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   Request r(req);
-  auto* dir = reinterpret_cast<DirHandle*>(fi->fh);
+  std::shared_ptr<DirHandle> shared;  // no opendir was sent: fh is 0
+  if (fi->fh == 0) shared = D(req).SharedDir(ino);
+  auto* dir = fi->fh != 0 ? reinterpret_cast<DirHandle*>(fi->fh) : shared.get();
   std::vector<char> buf(size);
   size_t used = 0;
   const Timeouts& t = D(req).timeouts();
@@ -239,11 +248,11 @@ void ReplyReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bo
   r.Buf(buf.data(), used);  // empty: end of directory
 }
 
-void OnReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReplyReadDir(req, size, off, fi, /*plus=*/false);
+void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReplyReadDir(req, ino, size, off, fi, /*plus=*/false);
 }
-void OnReadDirPlus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReplyReadDir(req, size, off, fi, /*plus=*/true);
+void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReplyReadDir(req, ino, size, off, fi, /*plus=*/true);
 }
 
 void OnReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
