@@ -143,7 +143,7 @@ std::string Checkpoint::Serialize() const {
     uLongf zlen = compressBound(static_cast<uLong>(window.size()));
     z.resize(zlen);
     int ret = compress2(reinterpret_cast<Bytef*>(z.data()), &zlen, reinterpret_cast<const Bytef*>(window.data()),
-                        static_cast<uLong>(window.size()), Z_BEST_COMPRESSION);
+                        static_cast<uLong>(window.size()), Z_BEST_SPEED);
     z.resize(ret == Z_OK ? zlen : 0);  // cannot fail with a compressBound buffer
   }
   PutVarint(&out, z.size());
@@ -194,6 +194,7 @@ struct GzipIndexingStream::Impl {
   bool zinit = false;
   bool is_gzip = false;  // a zlib stream cannot have further members
   bool done = false;
+  bool check_crc = true;
   uint64_t span;
   uint64_t out = 0;
   uint64_t last_cp_out = 0;
@@ -236,6 +237,7 @@ struct GzipIndexingStream::Impl {
       return Ok();
     }
     if (inflateReset(&strm) != Z_OK) return Error(Errc::kInternal, "inflateReset failed");
+    if (!check_crc) inflateValidate(&strm, 0);
     if (cps.back().out_offset == out) cps.pop_back();  // an empty member: the new start is as good
     cps.push_back(Checkpoint{out, pos, 0, {}});
     last_cp_out = out;
@@ -273,13 +275,16 @@ struct GzipIndexingStream::Impl {
 GzipIndexingStream::GzipIndexingStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GzipIndexingStream::~GzipIndexingStream() = default;
 
-Result<std::unique_ptr<GzipIndexingStream>> GzipIndexingStream::Open(const std::string& path, uint64_t span) {
+Result<std::unique_ptr<GzipIndexingStream>> GzipIndexingStream::Open(const std::string& path, uint64_t span,
+                                                                     bool check_crc) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoError("open " + path);
   auto impl = std::make_unique<Impl>(path, std::move(fd), span);
   UCRFS_ASSIGN(impl->is_gzip, StartsWithGzipMagic(impl->fd.get(), path));
   if (inflateInit2(&impl->strm, kGzipOrZlib) != Z_OK) return Error(Errc::kInternal, "inflateInit2 failed");
   impl->zinit = true;
+  impl->check_crc = check_crc;
+  if (!check_crc) inflateValidate(&impl->strm, 0);
   impl->in.Seek(impl->strm, 0);
   impl->cps.push_back(Checkpoint{0, 0, 0, {}});
   return std::unique_ptr<GzipIndexingStream>(new GzipIndexingStream(std::move(impl)));
