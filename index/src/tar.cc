@@ -42,22 +42,7 @@ std::string CString(const char* blk, Field f) { return std::string(blk + f.off, 
 
 uint64_t Padding(uint64_t n) { return (kBlock - n % kBlock) % kBlock; }
 
-// Paths go into one-line error messages: escape what is not printable and
-// shorten what is very long (paths may be many KiB).
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  size_t n = std::min<size_t>(s.size(), 200);
-  for (size_t i = 0; i < n; ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (n < s.size()) out += "...";
-  return out + "'";
-}
+std::string Quote(std::string_view s) { return QuotePath(s); }
 
 Error Bad(uint64_t hdr_off, std::string_view path, std::string_view msg, Errc code = Errc::kMalformed) {
   if (path.empty()) return Error(code, fmt::format("tar header at offset {}: {}", hdr_off, msg));
@@ -647,6 +632,20 @@ Status MergeGlobal(Records records, uint64_t hdr_off, Records* global) {
 }
 
 }  // namespace
+
+std::string QuotePath(std::string_view s) {
+  std::string out = "'";
+  size_t n = std::min<size_t>(s.size(), 200);
+  for (size_t i = 0; i < n; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + (n < s.size() ? "...'" : "'");
+}
 
 Result<std::string> NormalizeTarPath(std::string_view raw) { return NormalizePath(raw); }
 

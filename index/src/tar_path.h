@@ -15,4 +15,8 @@ namespace ucrfs::index {
 // and ".." components.
 Result<std::string> NormalizeTarPath(std::string_view raw);
 
+// A path for a one-line message: quoted, unprintable bytes escaped, cut
+// after 200 bytes (paths may be many KiB).
+std::string QuotePath(std::string_view s);
+
 }  // namespace ucrfs::index

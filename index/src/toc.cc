@@ -53,20 +53,7 @@ constexpr uint64_t kMaxSize = uint64_t{1} << 56;  // as tar.cc: no real file is 
 
 using Json = nlohmann::json;
 
-// Names go into one-line messages: escape what is not printable, cut what is long.
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  size_t n = std::min<size_t>(s.size(), 200);
-  for (size_t i = 0; i < n; ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c >= 0x7f || c == '\\' || c == '\'') {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + (n < s.size() ? "...'" : "'");
-}
+std::string Quote(std::string_view s) { return QuotePath(s); }
 
 uint8_t U8(std::string_view s, size_t off) { return static_cast<uint8_t>(s[off]); }
 uint64_t Le(std::string_view s, size_t off, size_t n) {
