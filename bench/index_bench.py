@@ -35,6 +35,8 @@ import subprocess
 import sys
 import time
 
+from benchlib import busy_note
+
 
 def pick_files(budget_bytes, roots):
     """Paths (relative to /) in sorted walk order, each root up to its share."""
@@ -96,16 +98,6 @@ def timed(cmd):
         sys.exit(f"failed ({p.returncode}): {cmd}\n{p.stderr.decode()[-600:]}")
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return wall, cpu, p.stdout.decode()
-
-
-def busy_note(start_load):
-    """Other work on the machine skews every figure (FUSE round trips most).
-    The load at the end includes this benchmark's own (about 1)."""
-    end = os.getloadavg()[0]
-    note = f"load average (1 min): {start_load:.2f} before starting, {end:.2f} at the end"
-    if start_load > 0.5:
-        note += " -- the machine was busy: rerun when it is idle"
-    return note
 
 
 def main():

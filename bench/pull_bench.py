@@ -26,6 +26,8 @@ import tempfile
 import time
 import urllib.request
 
+from benchlib import finish_layout, put_blob
+
 
 def free_port():
     s = socket.socket()
@@ -37,15 +39,6 @@ def free_port():
 
 def make_layout(root, layers, layer_mib):
     """OCI layout with `layers` gzip layers of incompressible content."""
-    blobs = os.path.join(root, "blobs", "sha256")
-    os.makedirs(blobs)
-
-    def put(data):
-        d = hashlib.sha256(data).hexdigest()
-        with open(os.path.join(blobs, d), "wb") as f:
-            f.write(data)
-        return "sha256:" + d, len(data)
-
     descs, diff_ids = [], []
     for i in range(layers):
         buf = io.BytesIO()
@@ -57,21 +50,9 @@ def make_layout(root, layers, layer_mib):
                 tf.addfile(ti, io.BytesIO(data))
         raw = buf.getvalue()
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-        d, n = put(gzip.compress(raw, compresslevel=1))
+        d, n = put_blob(root, gzip.compress(raw, compresslevel=1))
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    cd, cn = put(cfg)
-    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
-                      "layers": descs}).encode()
-    md, mn = put(man)
-    with open(os.path.join(root, "index.json"), "w") as f:
-        json.dump({"schemaVersion": 2, "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
-             "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
-    with open(os.path.join(root, "oci-layout"), "w") as f:
-        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    finish_layout(root, descs, diff_ids)
 
 
 def run_one(cmd):

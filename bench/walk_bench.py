@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import busy_note, finish_layout
+
 READER = r"""
 import os, sys
 buf = bytearray(1 << 20); mv = memoryview(buf); total = files = 0
@@ -112,26 +114,8 @@ def make_layout(work, a):
     gz_size = os.path.getsize(gz_tmp)
     os.rename(gz_tmp, os.path.join(blobs, d))
 
-    def put(data):
-        h = hashlib.sha256(data).hexdigest()
-        with open(os.path.join(blobs, h), "wb") as f:
-            f.write(data)
-        return "sha256:" + h, len(data)
-
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-                      "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-    cd, cn = put(cfg)
-    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
-                      "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                  "digest": "sha256:" + d, "size": gz_size}]}).encode()
-    md, mn = put(man)
-    with open(os.path.join(layout, "index.json"), "w") as f:
-        json.dump({"schemaVersion": 2, "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
-             "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
-    with open(os.path.join(layout, "oci-layout"), "w") as f:
-        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    finish_layout(layout, [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": "sha256:" + d, "size": gz_size}], [diff_id])
     return layout, len(files), used, tar_size, gz_size
 
 
@@ -212,16 +196,6 @@ def read_all(d, pid):
     return wall, cpu, (int(files), int(total))
 
 
-def busy_note(start_load):
-    """Other work on the machine skews every figure (FUSE round trips most).
-    The load at the end includes this benchmark's own (about 1)."""
-    end = os.getloadavg()[0]
-    note = f"load average (1 min): {start_load:.2f} before starting, {end:.2f} at the end"
-    if start_load > 0.5:
-        note += " -- the machine was busy: rerun when it is idle"
-    return note
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ucrfs", default="build-bench/tools/ucrfs")
@@ -261,30 +235,21 @@ def main():
         counts = {}
         for _ in range(a.runs):
             for name, d in (("native", native), ("ucrfs", mnt)):
-                if name == "ucrfs":
-                    fs.umount()
+                for op, fn in (("walk", walk), ("read", read_all)):
+                    if op == "read" and a.no_read:
+                        continue
+                    # Cold: page cache dropped, and for ucrfs a fresh mount so
+                    # the kernel's FUSE dentry and attribute caches are empty.
+                    if name == "ucrfs":
+                        fs.umount()
                     drop_caches()
-                    fs.mount()
-                else:
-                    drop_caches()
-                pid = server_pid(mnt) if name == "ucrfs" else None
-                for kind in ("cold", "warm"):
-                    w, c, n = walk(d, pid)
-                    res[f"walk {kind}"].append((name, w, c))
-                    counts[(name, "walk")] = n
-                if a.no_read:
-                    continue
-                if name == "ucrfs":
-                    fs.umount()
-                    drop_caches()
-                    fs.mount()
-                else:
-                    drop_caches()
-                pid = server_pid(mnt) if name == "ucrfs" else None
-                for kind in ("cold", "warm"):
-                    w, c, n = read_all(d, pid)
-                    res[f"read {kind}"].append((name, w, c))
-                    counts[(name, "read")] = n
+                    if name == "ucrfs":
+                        fs.mount()
+                    pid = server_pid(mnt) if name == "ucrfs" else None
+                    for kind in ("cold", "warm"):
+                        w, c, n = fn(d, pid)
+                        res[f"{op} {kind}"].append((name, w, c))
+                        counts[(name, op)] = n
         fs.umount()
 
         print(f"image: 1 gzip layer, {n_entries} entries, {data_bytes / 1e6:.0f} MB of file data "
