@@ -413,7 +413,7 @@ def main():
     storage = os.path.join(cache, "registry")
     raw = {"date": date, "machine": mach, "image": rec, "command": PY, "runs": a.runs, "links": {}}
     reg = link = None
-    summaries = []
+    summaries, loads = [], []
     try:
         reg = Registry(storage, work).start()
         variants = push_images(cache, rec, reg, binary, work)
@@ -456,7 +456,10 @@ def main():
                 for r in rows:
                     if "obj" not in r:
                         continue
+                    load = os.getloadavg()[0]
                     res = r["obj"].measure(i)
+                    res["load1"] = load
+                    loads.append(load)
                     r["runs"].append(res)
                     print(f"  run {i + 1}/{a.runs} {r['name']}: first line {res['first']:.2f} s "
                           f"(ready {res['ready']:.2f} s), registry served {res['served'] / 1e6:.1f} MB "
@@ -476,6 +479,9 @@ def main():
 
     raw["summary"] = summaries
     note = busy_note(load0)
+    if loads:
+        note += (f"; before each measurement: min {min(loads):.2f}, median {statistics.median(loads):.2f}, "
+                 f"max {max(loads):.2f}")
     raw["load"] = note
     out = a.json or os.path.join(cache, f"results-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
     with open(out, "w") as f:
