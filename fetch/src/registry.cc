@@ -22,16 +22,28 @@ constexpr size_t kMaxTokenBytes = 1 << 20;
 bool IsRedirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 bool IsRetryableStatus(long s) { return s == 429 || s == 500 || s == 502 || s == 503 || s == 504; }
 
-// "GET .../manifests/x answered 404 (MANIFEST_UNKNOWN: manifest unknown)".
-std::string RegistryErrorDetail(const HttpResponse& resp) {
-  std::string detail = fmt::format("HTTP {}", resp.status);
+// The first entry of a registry's error body `{"errors": [{"code", "message"}]}`.
+struct RegistryErrorBody {
+  std::string code;  // e.g. MANIFEST_UNKNOWN
+  std::string message;
+};
+
+RegistryErrorBody ParseRegistryError(const HttpResponse& resp) {
+  RegistryErrorBody out;
   auto j = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
   if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
     const auto& e = j["errors"][0];
-    std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
-    std::string msg = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
-    if (!code.empty() || !msg.empty()) detail += fmt::format(" ({}{}{})", code, code.empty() ? "" : ": ", msg);
+    if (e.contains("code") && e["code"].is_string()) out.code = e["code"].get<std::string>();
+    if (e.contains("message") && e["message"].is_string()) out.message = e["message"].get<std::string>();
   }
+  return out;
+}
+
+// "GET .../manifests/x answered 404 (MANIFEST_UNKNOWN: manifest unknown)".
+std::string RegistryErrorDetail(const HttpResponse& resp) {
+  std::string detail = fmt::format("HTTP {}", resp.status);
+  auto [code, msg] = ParseRegistryError(resp);
+  if (!code.empty() || !msg.empty()) detail += fmt::format(" ({}{}{})", code, code.empty() ? "" : ": ", msg);
   return detail;
 }
 
@@ -239,6 +251,7 @@ Result<HttpResponse> RegistryClient::Run(Call& call) {
     bool retryable = resp != nullptr ? IsRetryableStatus(resp->status) : r.error().code() == Errc::kNetwork;
     if (!retryable || attempt >= opts_.max_attempts) {
       if (resp == nullptr) return r.error().Wrap(call.what);
+      if (call.any_status) return std::move(r).value();
       return StatusError(call.what, *resp);
     }
     auto delay = RetryDelay(attempt, resp);
@@ -339,12 +352,42 @@ Status RegistryClient::FetchToken(HttpClient& http, const AuthChallenge& ch, con
   return Ok();
 }
 
+RegistryClient::Call RegistryClient::ManifestCall(const std::string& reference, bool by_digest) const {
+  return Call{.what = fmt::format("manifest {}/{}{}{}", registry_, repository_, by_digest ? "@" : ":", reference),
+              .url = fmt::format("{}/v2/{}/manifests/{}", base_url_, repository_, reference),
+              .headers = {"Accept: " + media::ManifestAcceptHeader()},
+              .max_body = kMaxManifestBytes};
+}
+
 Result<ManifestBlob> RegistryClient::GetManifest(const std::string& reference, const std::optional<Digest>& expected) {
-  Call call{.what = fmt::format("manifest {}/{}{}{}", registry_, repository_, expected ? "@" : ":", reference),
-            .url = fmt::format("{}/v2/{}/manifests/{}", base_url_, repository_, reference),
-            .headers = {"Accept: " + media::ManifestAcceptHeader()},
-            .max_body = kMaxManifestBytes};
+  Call call = ManifestCall(reference, expected.has_value());
   UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  return VerifyManifest(call.what, std::move(resp), expected);
+}
+
+Result<std::optional<ManifestBlob>> RegistryClient::GetTaggedManifest(const std::string& tag) {
+  if (!IsValidTag(tag)) {
+    return Error(Errc::kInvalidArgument, fmt::format("manifest {}/{}: invalid tag '{}'", registry_, repository_, tag));
+  }
+  Call call = ManifestCall(tag, false);
+  call.any_status = true;
+  UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  if (resp.status < 200 || resp.status >= 300) {
+    // The distribution spec answers 404 with MANIFEST_UNKNOWN (no such tag)
+    // or NAME_UNKNOWN (no such repository); the codes count whatever the
+    // status, for registries that differ.
+    std::string code = ParseRegistryError(resp).code;
+    if (resp.status == 404 || code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN") {
+      return std::optional<ManifestBlob>();
+    }
+    return StatusError(call.what, resp);
+  }
+  UCRFS_ASSIGN(ManifestBlob m, VerifyManifest(call.what, std::move(resp), std::nullopt));
+  return std::optional<ManifestBlob>(std::move(m));
+}
+
+Result<ManifestBlob> RegistryClient::VerifyManifest(const std::string& what, HttpResponse resp,
+                                                    const std::optional<Digest>& expected) {
   ManifestBlob m;
   m.body = std::move(resp.body);
   m.media_type = resp.Header("content-type");
@@ -354,7 +397,7 @@ Result<ManifestBlob> RegistryClient::GetManifest(const std::string& reference, c
     std::string dcd = resp.Header("docker-content-digest");
     if (!dcd.empty()) {
       auto d = Digest::Parse(dcd);
-      if (!d.ok()) return d.error().Wrap(call.what + ": Docker-Content-Digest header");
+      if (!d.ok()) return d.error().Wrap(what + ": Docker-Content-Digest header");
       want = *d;
     }
   }

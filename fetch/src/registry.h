@@ -40,6 +40,10 @@ class RegistryClient {
   // Docker-Content-Digest header when the registry sends one.
   Result<ManifestBlob> GetManifest(const std::string& reference, const std::optional<Digest>& expected);
 
+  // GetManifest(tag) that answers nullopt when the registry has no such tag
+  // or repository (404, MANIFEST_UNKNOWN, NAME_UNKNOWN).
+  Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string& tag);
+
   // GET /v2/<repo>/blobs/<digest> streamed into sink; resumes broken
   // transfers. The caller verifies the content.
   Status GetBlob(const Descriptor& desc, BlobSink& sink);
@@ -61,13 +65,22 @@ class RegistryClient {
     std::vector<std::string> headers;
     BlobSink* blob = nullptr;
     size_t max_body = 1 << 20;
+    // Return the final answer whatever its status, for the caller to judge
+    // (a 404 that means "absent").
+    bool any_status = false;
   };
 
   RegistryClient(RegistryEndpoint ep, std::string registry, std::string repository, const SourceOptions& opts);
 
   // Runs a call to completion: auth, redirects, retries. Returns the final
-  // 2xx response, or an error naming `call.what`.
+  // 2xx response (any final response with call.any_status), or an error
+  // naming `call.what`.
   Result<HttpResponse> Run(Call& call);
+  Call ManifestCall(const std::string& reference, bool by_digest) const;
+  // A manifest answer checked against `expected`, else against its
+  // Docker-Content-Digest when there is one.
+  static Result<ManifestBlob> VerifyManifest(const std::string& what, HttpResponse resp,
+                                             const std::optional<Digest>& expected);
   Result<HttpResponse> Attempt(HttpClient& http, Call& call, const std::string& url, bool to_registry);
   HttpRequest BaseRequest(const std::string& url, bool to_registry) const;
   std::optional<std::string> AuthHeader();
