@@ -170,6 +170,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   // Anything but a keyword names a trace to replay; the lazy layers then
   // carry on as `all`.
   auto keyword = ParsePrefetch(m.prefetch);
+  if (!keyword.ok() && m.prefetch.empty()) return keyword.error();
   UCRFS_ASSIGN(auto traces, MountTraces::Prepare(keyword.ok() ? "" : m.prefetch, m.record));
   index::Prefetch prefetch = keyword.ok() ? *keyword : index::Prefetch::kAll;
   if (m.fetch_timeout_s <= 0) return Error(Errc::kInvalidArgument, "--fetch-timeout must be positive");

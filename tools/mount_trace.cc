@@ -16,7 +16,9 @@ namespace ucrfs::cli {
 namespace {
 
 // How often a recording mount rewrites its trace while it serves (when it
-// grew), so that a server that is killed leaves most of it behind.
+// grew), so that a server that is killed leaves most of it behind. Until
+// something is read the file is left alone: it may be the trace this mount
+// replays, and a server killed early should not leave an empty one.
 constexpr auto kWriteEvery = std::chrono::seconds(2);
 
 // `record` made absolute, once its directory is known to exist.
@@ -105,7 +107,7 @@ void MountTraces::WriteLoop() {
   std::unique_lock lock(mu_);
   while (!stop_) {
     lock.unlock();
-    WriteTrace();
+    if (recorder_->RecordedBlocks() > 0) WriteTrace();
     lock.lock();
     cv_.wait_for(lock, kWriteEvery, [this] { return stop_.load(); });
   }

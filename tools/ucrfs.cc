@@ -62,7 +62,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   mount->add_option("--record", mf.record,
                     "Write the order in which file ranges are first read to FILE (JSON), when the server exits "
-                    "and every few seconds while it serves")
+                    "and every few seconds once something was read")
       ->type_name("FILE");
   mount->add_option("--fetch-timeout", mf.fetch_timeout_s,
                     "Seconds a read of a lazy layer may wait for the network before it fails with EIO")

@@ -319,10 +319,13 @@ class TraceMountTest(MountTestCase):
     # ------------------------------------------------------------ when traces are written
 
     def test_trace_written_while_serving_and_on_sigterm(self):
-        trace_path = self.path("live.json")
+        """Left alone until a read; then rewritten within a few seconds;
+        written last when the server ends on SIGTERM."""
+        trace_path = self.write_trace("live.json", [{"path": "/old", "offset": 0, "length": 1}])
         _, mp = self.mount(self.image, mount_args=("--prefetch", "none", "--record", trace_path))
-        self.assertTrue(wait_for(lambda: os.path.exists(trace_path), 5), "no trace file while serving")
-        self.assertEqual(self.load_trace(trace_path), {"version": 1, "reads": []})
+        time.sleep(3)
+        self.assertEqual(self.load_trace(trace_path)["reads"], [{"path": "/old", "offset": 0, "length": 1}],
+                         "the trace file was replaced before anything was read")
         self.read_range(mp, "app/conf")
 
         def names():
@@ -342,6 +345,13 @@ class TraceMountTest(MountTestCase):
             if not got or got[-1] != p:
                 got.append(p)
         self.assertEqual(got, ["/app/conf", "/app/bin"])
+
+    def test_nothing_read_writes_an_empty_trace(self):
+        trace_path = self.path("empty.json")
+        _, mp = self.mount(self.image, mount_args=("--prefetch", "none", "--record", trace_path))
+        os.listdir(os.path.join(mp, "app"))  # lookups and listings are not reads
+        self.umount(mp)
+        self.assertEqual(self.load_trace(trace_path), {"version": 1, "reads": []})
 
     # ------------------------------------------------------------ partial and bad traces
 
@@ -396,6 +406,10 @@ class TraceMountTest(MountTestCase):
                 self.assertNothingMounted(mp)
                 self.assertEqual(self.fake.requests_for()[m:], [], "the registry was asked before the trace "
                                  "was checked")
+        mp = self.mountpoint("mnt-empty")
+        res, _ = self.mount(self.image, mp=mp, check=False, mount_args=("--prefetch", ""))
+        self.assertFailedOneLine(res, r"--prefetch: '' is not none, landmark or all")
+        self.assertNothingMounted(mp)
         mp = self.mountpoint("mnt-record")
         m = len(self.fake.requests_for())
         res, _ = self.mount(self.image, mp=mp, check=False,
