@@ -33,7 +33,8 @@ Status Inspect(const GlobalFlags& g, const std::string& image, bool json);
 Status Images(const GlobalFlags& g, bool json);
 struct MountFlags {
   bool foreground = false;
-  std::string prefetch = "all";  // none, landmark, all
+  std::string prefetch = "all";  // none, landmark, all, or a trace file to replay
+  std::string record;            // where to write the mount's read trace, if anywhere
   int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
 };
 

@@ -26,6 +26,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "mount_trace.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "ucrfs/fusefs/server.h"
@@ -52,10 +53,13 @@ nlohmann::json StatsJson(const index::FetchStats& s) {
 
 // Keeps the mount's stats file current (rewritten when the numbers change,
 // at most every 500 ms) until `serving` goes false.
-void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const std::atomic<bool>& serving) {
+void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const MountTraces& traces,
+                    const std::atomic<bool>& serving) {
   std::string last;
   while (serving) {
-    std::string now = StatsJson(stats).dump();
+    nlohmann::json j = StatsJson(stats);
+    traces.AddStats(j);
+    std::string now = j.dump();
     if (now != last && WriteFileAtomic(StatsFile(mountpoint), now).ok()) last = now;
     for (int i = 0; i < 10 && serving; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -92,7 +96,7 @@ index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts, i
 }
 
 Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::LazyOptions lazy,
-             const std::string& mountpoint, int ready) {
+             MountTraces& traces, const std::string& mountpoint, int ready) {
   auto report = [&](const Status& st) {
     if (ready < 0) return;
     std::string msg = st.ok() ? "OK\n" : st.error().message() + "\n";
@@ -116,7 +120,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     sigemptyset(&stop);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, sig);
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-    UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(std::move(tree), mo));
+    UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(traces.Serve(std::move(tree)), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
     UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
     std::atomic<bool> serving{true};
@@ -125,9 +129,11 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
       sigwait(&stop, &sig);
       if (serving) server->Exit();
     });
-    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, serving); });
+    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, traces, serving); });
+    traces.Start();
     report(Ok());
     Status st = server->Run();
+    traces.Finish();
     serving = false;
     stats_writer.join();
     ::kill(::getpid(), SIGTERM);  // wakes the stopper if no signal came
@@ -161,7 +167,12 @@ Result<index::Prefetch> ParsePrefetch(const std::string& v) {
 }
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
-  UCRFS_ASSIGN(index::Prefetch prefetch, ParsePrefetch(m.prefetch));
+  // Anything but a keyword names a trace to replay; the lazy layers then
+  // carry on as `all`.
+  auto keyword = ParsePrefetch(m.prefetch);
+  if (!keyword.ok() && m.prefetch.empty()) return keyword.error();
+  UCRFS_ASSIGN(auto traces, MountTraces::Prepare(keyword.ok() ? "" : m.prefetch, m.record));
+  index::Prefetch prefetch = keyword.ok() ? *keyword : index::Prefetch::kAll;
   if (m.fetch_timeout_s <= 0) return Error(Errc::kInvalidArgument, "--fetch-timeout must be positive");
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
   if (fusefs::IsMounted(mountpoint)) {
@@ -179,7 +190,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   index::LazyOptions lazy;
   lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
   lazy.prefetch = prefetch;
-  if (m.foreground) return Serve(g.store, record, std::move(lazy), mountpoint, -1);
+  if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1);
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -196,7 +207,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
-    Status st = Serve(g.store, record, std::move(lazy), mountpoint, fds[1]);
+    Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1]);
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
@@ -263,6 +274,7 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   fmt::print("fetch errors:      {}\n", j.value("fetchErrors", uint64_t{0}));
   fmt::print("waited on network: {:.3f} s\n", j.value("waitSeconds", 0.0));
   fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));
+  PrintTraceStats(j);
   return Ok();
 }
 

@@ -56,8 +56,14 @@ int Main(int argc, char** argv) {
   mount->add_flag("--foreground", mf.foreground, "Keep the server attached until the filesystem is unmounted");
   mount->add_option("--prefetch", mf.prefetch,
                     "Lazy layers: none; landmark (the .prefetch.landmark region at mount); all (that, then the "
-                    "rest in the background, yielding to reads)")
+                    "rest in the background, yielding to reads); or a trace FILE (from --record: its ranges "
+                    "are read in order once the mount serves, then as all)")
+      ->type_name("MODE|FILE")
       ->capture_default_str();
+  mount->add_option("--record", mf.record,
+                    "Write the order in which file ranges are first read to FILE (JSON), when the server exits "
+                    "and every few seconds once something was read")
+      ->type_name("FILE");
   mount->add_option("--fetch-timeout", mf.fetch_timeout_s,
                     "Seconds a read of a lazy layer may wait for the network before it fails with EIO")
       ->capture_default_str();
