@@ -59,7 +59,7 @@ class MountTraces {
   std::atomic<bool> stop_{false};
   std::thread replayer_, writer_;
   std::mutex mu_;
-  std::condition_variable cv_;  // wakes the writer when stopping
+  std::condition_variable cv_;       // wakes the writer when stopping
   uint64_t written_ = ~uint64_t{0};  // RecordedBlocks() last written; only the writer, then Finish()
 
   std::atomic<uint64_t> reads_{0}, bytes_{0}, missing_{0}, failed_{0};

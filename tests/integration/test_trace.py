@@ -289,8 +289,10 @@ class TraceMountTest(MountTestCase):
         served = self.served_since(m1)
         chunks_served = [(s.digest, s.start) for s in served if any(
             s.start < toc.offset for d, _, toc in self.layers if d == s.digest)]
-        self.assertTrue(self.fake.held[held0:], "the background fetch never asked for a filler chunk, so the "
-                        "hold proves nothing (served: %r)" % served)
+        # Each layer's background fetch is under way, stuck on its first chunk.
+        self.assertTrue(wait_for(lambda: len({d for d, _ in self.fake.held[held0:]}) == len(self.layers), 10),
+                        "the background fetch is not waiting on the held filler chunks, so the test shows "
+                        "nothing: held %r, served %r" % (self.fake.held[held0:], served))
         self.assertEqual(sorted(set(chunks_served)), sorted(traced),
                          "with the background fetch held, the replay must have fetched exactly the traced "
                          "chunks before any read")
