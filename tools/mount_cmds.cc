@@ -30,6 +30,7 @@
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "ucrfs/fusefs/server.h"
+#include "ucrfs/index/chunk_cache.h"
 #include "ucrfs/index/image_tree.h"
 
 namespace ucrfs::cli {
@@ -48,7 +49,9 @@ nlohmann::json StatsJson(const index::FetchStats& s) {
           {"chunksFetched", s.chunks_fetched.load()}, {"cacheHits", s.cache_hits.load()},
           {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
           {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
-          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()}};
+          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()},
+          {"cacheBytes", s.cache_bytes.load()},       {"evictions", s.evictions.load()},
+          {"mountBytes", s.mount_bytes.load()}};
 }
 
 // Keeps the mount's stats file current (rewritten when the numbers change,
@@ -182,14 +185,26 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   index::ImageRecord record;
+  index::LazyOptions lazy;
   {
     UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
-    UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true));
+    UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true, &lazy.stats->mount_bytes));
     UCRFS_TRY(index::PrepareImage(*store, record));
+    if (record.trace && !m.prefetch_given) {
+      // The trace pushed with the image's ucrfs index: a bad one is only
+      // not replayed.
+      auto body = ReadFile(store->BlobPath(*record.trace));
+      auto trace = body.ok() ? index::ParseTrace(*body) : Result<index::Trace>(body.error());
+      if (trace.ok()) {
+        traces->ReplayIfNone(std::move(*trace));
+      } else {
+        spdlog::warn("not replaying the trace of {}'s ucrfs index: {}", record.key, trace.error().message());
+      }
+    }
   }  // closed before any fork
-  index::LazyOptions lazy;
   lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
   lazy.prefetch = prefetch;
+  lazy.cache = index::ChunkCache::Open(g.store + "/chunks", m.max_cache_size);
   if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1);
 
   int fds[2];
@@ -266,11 +281,14 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   uint64_t hits = j.value("cacheHits", uint64_t{0}), misses = j.value("cacheMisses", uint64_t{0});
   fmt::print("mount:             {}\n", mountpoint);
   fmt::print("requests:          {}\n", j.value("requests", uint64_t{0}));
-  fmt::print("bytes fetched:     {}\n", j.value("bytesFetched", uint64_t{0}));
+  fmt::print("bytes fetched:     {} (and {} before serving)\n", j.value("bytesFetched", uint64_t{0}),
+             j.value("mountBytes", uint64_t{0}));
   fmt::print("chunks fetched:    {} ({} in the background)\n", j.value("chunksFetched", uint64_t{0}),
              j.value("prefetchedChunks", uint64_t{0}));
   fmt::print("chunk cache:       {} hits, {} misses ({:.1f}% hits)\n", hits, misses,
              hits + misses == 0 ? 100.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses));
+  fmt::print("cache size:        {} bytes ({} pieces evicted)\n", j.value("cacheBytes", uint64_t{0}),
+             j.value("evictions", uint64_t{0}));
   fmt::print("fetch errors:      {}\n", j.value("fetchErrors", uint64_t{0}));
   fmt::print("waited on network: {:.3f} s\n", j.value("waitSeconds", 0.0));
   fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));

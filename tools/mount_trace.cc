@@ -62,6 +62,10 @@ Result<std::unique_ptr<MountTraces>> MountTraces::Prepare(const std::string& rep
 
 MountTraces::~MountTraces() { Finish(); }
 
+void MountTraces::ReplayIfNone(index::Trace trace) {
+  if (replay_ == nullptr) replay_ = std::make_unique<const index::Trace>(std::move(trace));
+}
+
 std::shared_ptr<index::Tree> MountTraces::Serve(std::shared_ptr<index::Tree> tree) {
   tree_ = tree;
   if (record_.empty()) return tree;

@@ -36,6 +36,9 @@ class MountTraces {
   ~MountTraces();
 
   bool replaying() const { return replay_ != nullptr; }
+  // Replays `trace` (one that came with the image's ucrfs index) unless a
+  // trace file was given.
+  void ReplayIfNone(index::Trace trace);
 
   std::shared_ptr<index::Tree> Serve(std::shared_ptr<index::Tree> tree);
   void Start();
