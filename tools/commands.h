@@ -1,6 +1,7 @@
 // The ucrfs subcommands. Each is a thin function over the libraries.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -24,21 +25,32 @@ struct GlobalFlags {
 Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g);
 Result<fetch::Platform> WantedPlatform(const GlobalFlags& g);
 // The store's record of an image, pulling it first when the store has none
-// (lazily: eStargz / zstd:chunked layers indexed from their TOC only).
+// (lazily: eStargz / zstd:chunked layers indexed from their TOC, gzip layers
+// from a ucrfs index when the registry has one). `received` (if given) counts
+// the bytes that came from the source.
 Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
-                                     bool lazy);
+                                     bool lazy, std::atomic<uint64_t>* received = nullptr);
 
 Status Pull(const GlobalFlags& g, const std::string& image);
 Status Inspect(const GlobalFlags& g, const std::string& image, bool json);
 Status Images(const GlobalFlags& g, bool json);
 struct MountFlags {
   bool foreground = false;
-  std::string prefetch = "all";  // none, landmark, all
+  std::string prefetch = "all";  // none, landmark, all, or a trace file to replay
+  bool prefetch_given = false;   // --prefetch was on the command line (else a pushed trace is replayed)
+  std::string record;            // where to write the mount's read trace, if anywhere
   int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
+  uint64_t max_cache_size = 0;   // size limit of the store's chunk cache; 0: none
 };
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 Status Stats(const std::string& mountpoint, bool json);
+
+struct IndexPushFlags {
+  uint64_t span = 1 << 20;  // decoded bytes between checkpoints
+  std::string trace;        // a read trace to push with the index
+};
+Status IndexPush(const GlobalFlags& g, const std::string& image, const IndexPushFlags& f);
 Status Umount(const std::string& mountpoint, bool lazy);
 
 }  // namespace ucrfs::cli

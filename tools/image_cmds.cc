@@ -1,6 +1,7 @@
 // pull, inspect, images.
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 
@@ -42,6 +43,40 @@ Status ApplyDockerRegistry(const std::string& value, fetch::SourceOptions& opts)
   opts.default_registry = v;
   return Ok();
 }
+
+// Passes everything through, counting the bytes that came from the source:
+// what a mount fetched before it serves (manifests, config, TOCs, ucrfs
+// indexes, downloaded layers), for `ucrfs stats`.
+class CountingSource final : public fetch::ImageSource {
+ public:
+  CountingSource(fetch::ImageSource& inner, std::atomic<uint64_t>& bytes) : inner_(inner), bytes_(bytes) {}
+  std::string Describe() const override { return inner_.Describe(); }
+  Result<fetch::ManifestBlob> GetRootManifest() override { return Count(inner_.GetRootManifest()); }
+  Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor& d) override { return Count(inner_.GetManifest(d)); }
+  Result<std::optional<fetch::ManifestBlob>> GetTaggedManifest(const std::string& tag) override {
+    auto m = inner_.GetTaggedManifest(tag);
+    if (m.ok() && *m) bytes_ += (*m)->body.size();
+    return m;
+  }
+  Status GetBlob(const fetch::Descriptor& d, fetch::BlobSink& sink) override {
+    Status st = inner_.GetBlob(d, sink);
+    bytes_ += sink.written();
+    return st;
+  }
+  Result<std::string> GetBlobRange(const fetch::Descriptor& d, uint64_t offset, uint64_t length) override {
+    auto r = inner_.GetBlobRange(d, offset, length);
+    if (r.ok()) bytes_ += r->size();
+    return r;
+  }
+
+ private:
+  Result<fetch::ManifestBlob> Count(Result<fetch::ManifestBlob> m) {
+    if (m.ok()) bytes_ += m->body.size();
+    return m;
+  }
+  fetch::ImageSource& inner_;
+  std::atomic<uint64_t>& bytes_;
+};
 
 }  // namespace
 
@@ -85,7 +120,7 @@ std::string HumanSize(int64_t n) {
 }  // namespace
 
 Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
-                                     bool lazy) {
+                                     bool lazy, std::atomic<uint64_t>* received) {
   UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
@@ -93,10 +128,12 @@ Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, 
   if (record) return *record;
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
+  std::atomic<uint64_t> ignored{0};
+  CountingSource counting(*source, received ? *received : ignored);
   index::PullOptions po;
   po.platform = platform;
   po.lazy = lazy;
-  UCRFS_ASSIGN(auto res, index::Pull(store, *source, ref.str(), po));
+  UCRFS_ASSIGN(auto res, index::Pull(store, counting, ref.str(), po));
   spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store, {} lazy layers", ref.str(),
                res.blobs_fetched, res.bytes_fetched, res.blobs_reused, res.layers_lazy);
   return res.record;

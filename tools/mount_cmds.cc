@@ -26,9 +26,11 @@
 #include <iostream>
 
 #include "commands.h"
+#include "mount_trace.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "ucrfs/fusefs/server.h"
+#include "ucrfs/index/chunk_cache.h"
 #include "ucrfs/index/image_tree.h"
 
 namespace ucrfs::cli {
@@ -47,15 +49,20 @@ nlohmann::json StatsJson(const index::FetchStats& s) {
           {"chunksFetched", s.chunks_fetched.load()}, {"cacheHits", s.cache_hits.load()},
           {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
           {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
-          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()}};
+          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()},
+          {"cacheBytes", s.cache_bytes.load()},       {"evictions", s.evictions.load()},
+          {"mountBytes", s.mount_bytes.load()}};
 }
 
 // Keeps the mount's stats file current (rewritten when the numbers change,
 // at most every 500 ms) until `serving` goes false.
-void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const std::atomic<bool>& serving) {
+void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const MountTraces& traces,
+                    const std::atomic<bool>& serving) {
   std::string last;
   while (serving) {
-    std::string now = StatsJson(stats).dump();
+    nlohmann::json j = StatsJson(stats);
+    traces.AddStats(j);
+    std::string now = j.dump();
     if (now != last && WriteFileAtomic(StatsFile(mountpoint), now).ok()) last = now;
     for (int i = 0; i < 10 && serving; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -92,7 +99,7 @@ index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts, i
 }
 
 Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::LazyOptions lazy,
-             const std::string& mountpoint, int ready) {
+             MountTraces& traces, const std::string& mountpoint, int ready) {
   auto report = [&](const Status& st) {
     if (ready < 0) return;
     std::string msg = st.ok() ? "OK\n" : st.error().message() + "\n";
@@ -116,7 +123,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     sigemptyset(&stop);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop, sig);
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-    UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(std::move(tree), mo));
+    UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(traces.Serve(std::move(tree)), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
     UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
     std::atomic<bool> serving{true};
@@ -125,9 +132,11 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
       sigwait(&stop, &sig);
       if (serving) server->Exit();
     });
-    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, serving); });
+    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, traces, serving); });
+    traces.Start();
     report(Ok());
     Status st = server->Run();
+    traces.Finish();
     serving = false;
     stats_writer.join();
     ::kill(::getpid(), SIGTERM);  // wakes the stopper if no signal came
@@ -161,7 +170,12 @@ Result<index::Prefetch> ParsePrefetch(const std::string& v) {
 }
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
-  UCRFS_ASSIGN(index::Prefetch prefetch, ParsePrefetch(m.prefetch));
+  // Anything but a keyword names a trace to replay; the lazy layers then
+  // carry on as `all`.
+  auto keyword = ParsePrefetch(m.prefetch);
+  if (!keyword.ok() && m.prefetch.empty()) return keyword.error();
+  UCRFS_ASSIGN(auto traces, MountTraces::Prepare(keyword.ok() ? "" : m.prefetch, m.record));
+  index::Prefetch prefetch = keyword.ok() ? *keyword : index::Prefetch::kAll;
   if (m.fetch_timeout_s <= 0) return Error(Errc::kInvalidArgument, "--fetch-timeout must be positive");
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
   if (fusefs::IsMounted(mountpoint)) {
@@ -171,15 +185,27 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   index::ImageRecord record;
+  index::LazyOptions lazy;
   {
     UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
-    UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true));
+    UCRFS_ASSIGN(record, GetOrPull(g, *store, image, /*lazy=*/true, &lazy.stats->mount_bytes));
     UCRFS_TRY(index::PrepareImage(*store, record));
+    if (record.trace && !m.prefetch_given) {
+      // The trace pushed with the image's ucrfs index: a bad one is only
+      // not replayed.
+      auto body = ReadFile(store->BlobPath(*record.trace));
+      auto trace = body.ok() ? index::ParseTrace(*body) : Result<index::Trace>(body.error());
+      if (trace.ok()) {
+        traces->ReplayIfNone(std::move(*trace));
+      } else {
+        spdlog::warn("not replaying the trace of {}'s ucrfs index: {}", record.key, trace.error().message());
+      }
+    }
   }  // closed before any fork
-  index::LazyOptions lazy;
   lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
   lazy.prefetch = prefetch;
-  if (m.foreground) return Serve(g.store, record, std::move(lazy), mountpoint, -1);
+  lazy.cache = index::ChunkCache::Open(g.store + "/chunks", m.max_cache_size);
+  if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1);
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -196,7 +222,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
-    Status st = Serve(g.store, record, std::move(lazy), mountpoint, fds[1]);
+    Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1]);
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
@@ -255,14 +281,18 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   uint64_t hits = j.value("cacheHits", uint64_t{0}), misses = j.value("cacheMisses", uint64_t{0});
   fmt::print("mount:             {}\n", mountpoint);
   fmt::print("requests:          {}\n", j.value("requests", uint64_t{0}));
-  fmt::print("bytes fetched:     {}\n", j.value("bytesFetched", uint64_t{0}));
+  fmt::print("bytes fetched:     {} (and {} before serving)\n", j.value("bytesFetched", uint64_t{0}),
+             j.value("mountBytes", uint64_t{0}));
   fmt::print("chunks fetched:    {} ({} in the background)\n", j.value("chunksFetched", uint64_t{0}),
              j.value("prefetchedChunks", uint64_t{0}));
   fmt::print("chunk cache:       {} hits, {} misses ({:.1f}% hits)\n", hits, misses,
              hits + misses == 0 ? 100.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses));
+  fmt::print("cache size:        {} bytes ({} pieces evicted)\n", j.value("cacheBytes", uint64_t{0}),
+             j.value("evictions", uint64_t{0}));
   fmt::print("fetch errors:      {}\n", j.value("fetchErrors", uint64_t{0}));
   fmt::print("waited on network: {:.3f} s\n", j.value("waitSeconds", 0.0));
   fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));
+  PrintTraceStats(j);
   return Ok();
 }
 

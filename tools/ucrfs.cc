@@ -56,11 +56,36 @@ int Main(int argc, char** argv) {
   mount->add_flag("--foreground", mf.foreground, "Keep the server attached until the filesystem is unmounted");
   mount->add_option("--prefetch", mf.prefetch,
                     "Lazy layers: none; landmark (the .prefetch.landmark region at mount); all (that, then the "
-                    "rest in the background, yielding to reads)")
+                    "rest in the background, yielding to reads); or a trace FILE (from --record: its ranges "
+                    "are read in order once the mount serves, then as all). Without it: all, after replaying "
+                    "the trace pushed with the image's ucrfs index, if any")
+      ->type_name("MODE|FILE")
       ->capture_default_str();
+  mount->add_option("--record", mf.record,
+                    "Write the order in which file ranges are first read to FILE (JSON), when the server exits "
+                    "and every few seconds once something was read")
+      ->type_name("FILE");
   mount->add_option("--fetch-timeout", mf.fetch_timeout_s,
                     "Seconds a read of a lazy layer may wait for the network before it fails with EIO")
       ->capture_default_str();
+  mount->add_option("--max-cache-size", mf.max_cache_size,
+                    "Size limit of the store's chunk cache (e.g. 2G); least recently used pieces are removed "
+                    "beyond it, and background fetching stops near it (default: no limit)")
+      ->transform(CLI::AsSizeValue(false));
+  IndexPushFlags ipf;
+  auto* index_cmd = app.add_subcommand("index", "ucrfs indexes kept in registries beside images");
+  index_cmd->require_subcommand(1);
+  auto* index_push = index_cmd->add_subcommand(
+      "push", "Index IMAGE's gzip layers (pulling them) and push the index to IMAGE's repository, tagged "
+              "sha256-<manifest hex>.ucrfs, so that mounts anywhere fetch only the spans they read; prints the "
+              "index digest and tag");
+  index_push->add_option("IMAGE", image, "Image in a registry")->required();
+  index_push->add_option("--span", ipf.span, "Decoded bytes between checkpoints (64K..1G): smaller fetches less "
+                                             "per read, larger makes a smaller index")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  index_push->add_option("--trace", ipf.trace, "A read trace (mount --record) to push with the index; mounts "
+                                               "replay it unless given --prefetch");
   auto* stats = app.add_subcommand("stats", "Show what a mount fetched: requests, bytes, chunk cache hits and "
                                             "misses, time waiting on the network");
   stats->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
@@ -83,8 +108,10 @@ int Main(int argc, char** argv) {
   if (*pull) st = Pull(g, image);
   if (*inspect) st = Inspect(g, image, json);
   if (*images) st = Images(g, json);
+  mf.prefetch_given = mount->count("--prefetch") > 0;
   if (*mount) st = Mount(g, image, mountpoint, mf);
   if (*stats) st = Stats(mountpoint, json);
+  if (*index_push) st = IndexPush(g, image, ipf);
   if (*umount) st = Umount(mountpoint, lazy);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());

@@ -105,6 +105,9 @@ class DockerArchiveSource final : public ImageSource {
     return Error(Errc::kNotFound, fmt::format("{}: no manifest {}", Describe(), desc.digest.str()));
   }
 
+  // An archive's RepoTags name whole images, not artifacts beside them.
+  Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string&) override { return std::optional<ManifestBlob>(); }
+
   Status GetBlob(const Descriptor& desc, BlobSink& sink) override {
     if (auto it = memory_.find(desc.digest.str()); it != memory_.end()) return sink.Write(it->second);
     auto it = by_digest_.find(desc.digest.str());

@@ -120,14 +120,29 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& req, const BodySink*
 
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_slist* headers = nullptr;
-  for (const auto& h : req.headers) headers = curl_slist_append(headers, h.c_str());
+  bool has_content_type = false;
+  for (const auto& h : req.headers) {
+    headers = curl_slist_append(headers, h.c_str());
+    has_content_type |= Lower(h.substr(0, 13)) == "content-type:";
+  }
+  if (req.body && !has_content_type) headers = curl_slist_append(headers, "Content-Type:");
 
   curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   if (req.method == "HEAD") {
     curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-  } else if (req.method != "GET") {
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+  } else {
+    if (req.body) {
+      // A POST body from memory, sent under whatever method was asked for;
+      // curl does not copy it.
+      curl_easy_setopt(c, CURLOPT_POST, 1L);
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body->size()));
+      // A null pointer would make curl read the body from stdin.
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body->empty() ? "" : req.body->data());
+    }
+    if (req.method != "GET" && !(req.method == "POST" && req.body)) {
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    }
   }
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);

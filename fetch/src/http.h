@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,9 +22,13 @@
 namespace ucrfs::fetch {
 
 struct HttpRequest {
-  std::string method = "GET";
+  std::string method = "GET";  // "HEAD" asks for no body
   std::string url;
   std::vector<std::string> headers;  // "Name: value"; never logged
+  // A request body (PUT, POST), sent with its Content-Length. It must outlive
+  // Perform(). Without a "Content-Type" header none is sent (curl would
+  // otherwise label it a form).
+  std::optional<std::string_view> body;
   bool verify_tls = true;
   std::string ca_file;  // added to the system trust store when set
   int connect_timeout_s = 30;

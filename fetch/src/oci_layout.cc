@@ -15,10 +15,19 @@ namespace {
 constexpr std::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
 constexpr int64_t kMaxManifestBytes = 4 << 20;
 
+// The first entry named `tag`, or nullptr.
+const Descriptor* FindRefName(const std::vector<Descriptor>& entries, const std::string& tag) {
+  for (const auto& e : entries) {
+    auto it = e.annotations.find(std::string(kRefNameAnnotation));
+    if (it != e.annotations.end() && it->second == tag) return &e;
+  }
+  return nullptr;
+}
+
 class OciLayoutSource final : public ImageSource {
  public:
-  OciLayoutSource(std::string dir, std::string tag, Descriptor root)
-      : dir_(std::move(dir)), tag_(std::move(tag)), root_(std::move(root)) {}
+  OciLayoutSource(std::string dir, std::string tag, Descriptor root, std::vector<Descriptor> entries)
+      : dir_(std::move(dir)), tag_(std::move(tag)), root_(std::move(root)), entries_(std::move(entries)) {}
 
   std::string Describe() const override { return fmt::format("oci:{}{}{}", dir_, tag_.empty() ? "" : ":", tag_); }
 
@@ -36,6 +45,14 @@ class OciLayoutSource final : public ImageSource {
     UCRFS_ASSIGN(m.digest, ManifestDigest(m.body, desc.digest.algorithm()));
     UCRFS_TRY(VerifyDigest(desc.digest, m.digest, "manifest"));
     return m;
+  }
+
+  // Looked up in index.json as it was when the layout was opened.
+  Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string& tag) override {
+    const Descriptor* d = FindRefName(entries_, tag);
+    if (d == nullptr) return std::optional<ManifestBlob>();
+    UCRFS_ASSIGN(ManifestBlob m, GetManifest(*d));
+    return std::optional<ManifestBlob>(std::move(m));
   }
 
   Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) override {
@@ -58,6 +75,7 @@ class OciLayoutSource final : public ImageSource {
   const std::string dir_;
   const std::string tag_;
   const Descriptor root_;
+  const std::vector<Descriptor> entries_;  // index.json's manifests
 };
 
 Result<Descriptor> ParseIndexEntry(const nlohmann::json& e, size_t i) {
@@ -110,16 +128,11 @@ Result<std::unique_ptr<ImageSource>> OpenOciLayoutSource(const std::string& dir,
     }
     root = &entries[0];
   } else {
-    for (const auto& e : entries) {
-      auto it = e.annotations.find(std::string(kRefNameAnnotation));
-      if (it != e.annotations.end() && it->second == tag) {
-        root = &e;
-        break;
-      }
-    }
+    root = FindRefName(entries, tag);
     if (root == nullptr) return Error(Errc::kNotFound, fmt::format("{}: no image tagged '{}'", where, tag));
   }
-  return std::unique_ptr<ImageSource>(new OciLayoutSource(dir, tag, *root));
+  Descriptor root_desc = *root;
+  return std::unique_ptr<ImageSource>(new OciLayoutSource(dir, tag, std::move(root_desc), std::move(entries)));
 }
 
 }  // namespace ucrfs::fetch

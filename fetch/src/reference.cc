@@ -80,13 +80,6 @@ bool IsRegistryHost(std::string_view host) {
   }
 }
 
-bool IsValidTag(std::string_view tag) {
-  if (tag.empty() || tag.size() > kMaxTagLength) return false;
-  auto word = [](char c) { return IsAlnum(c) || c == '_'; };
-  if (!word(tag.front())) return false;
-  return std::all_of(tag.begin(), tag.end(), [&](char c) { return word(c) || c == '.' || c == '-'; });
-}
-
 Status ValidateRepository(std::string_view ref, std::string_view repo) {
   if (repo.empty()) return BadRef(ref, "empty repository name");
   if (HasUpper(repo)) return BadRef(ref, fmt::format("repository name '{}' must be lowercase", repo));
@@ -139,6 +132,13 @@ std::string AbsolutePath(const std::string& path) {
 }
 
 }  // namespace
+
+bool IsValidTag(std::string_view tag) {
+  if (tag.empty() || tag.size() > kMaxTagLength) return false;
+  auto word = [](char c) { return IsAlnum(c) || c == '_'; };
+  if (!word(tag.front())) return false;
+  return std::all_of(tag.begin(), tag.end(), [&](char c) { return word(c) || c == '.' || c == '-'; });
+}
 
 Result<Reference> Reference::Parse(std::string_view s) {
   if (s.empty()) return BadRef(s, "empty reference");

@@ -22,16 +22,28 @@ constexpr size_t kMaxTokenBytes = 1 << 20;
 bool IsRedirect(long s) { return s == 301 || s == 302 || s == 303 || s == 307 || s == 308; }
 bool IsRetryableStatus(long s) { return s == 429 || s == 500 || s == 502 || s == 503 || s == 504; }
 
-// "GET .../manifests/x answered 404 (MANIFEST_UNKNOWN: manifest unknown)".
-std::string RegistryErrorDetail(const HttpResponse& resp) {
-  std::string detail = fmt::format("HTTP {}", resp.status);
+// The first entry of a registry's error body `{"errors": [{"code", "message"}]}`.
+struct RegistryErrorBody {
+  std::string code;  // e.g. MANIFEST_UNKNOWN
+  std::string message;
+};
+
+RegistryErrorBody ParseRegistryError(const HttpResponse& resp) {
+  RegistryErrorBody out;
   auto j = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
   if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
     const auto& e = j["errors"][0];
-    std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
-    std::string msg = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
-    if (!code.empty() || !msg.empty()) detail += fmt::format(" ({}{}{})", code, code.empty() ? "" : ": ", msg);
+    if (e.contains("code") && e["code"].is_string()) out.code = e["code"].get<std::string>();
+    if (e.contains("message") && e["message"].is_string()) out.message = e["message"].get<std::string>();
   }
+  return out;
+}
+
+// "GET .../manifests/x answered 404 (MANIFEST_UNKNOWN: manifest unknown)".
+std::string RegistryErrorDetail(const HttpResponse& resp) {
+  std::string detail = fmt::format("HTTP {}", resp.status);
+  auto [code, msg] = ParseRegistryError(resp);
+  if (!code.empty() || !msg.empty()) detail += fmt::format(" ({}{}{})", code, code.empty() ? "" : ": ", msg);
   return detail;
 }
 
@@ -64,24 +76,25 @@ std::optional<std::chrono::milliseconds> ParseRetryAfter(const std::string& v) {
 
 Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(const std::string& registry,
                                                                const std::string& repository,
-                                                               const SourceOptions& opts) {
+                                                               const SourceOptions& opts, Access access) {
   UCRFS_ASSIGN(RegistryEndpoint ep, ParseRegistryEndpoint(registry));
   if (ep.host.empty()) return Error(Errc::kInvalidArgument, fmt::format("invalid registry '{}'", registry));
   if (!opts.default_registry_scheme.empty() && registry == opts.default_registry) {
     ep.scheme = opts.default_registry_scheme;
   }
-  return std::unique_ptr<RegistryClient>(new RegistryClient(std::move(ep), registry, repository, opts));
+  return std::unique_ptr<RegistryClient>(new RegistryClient(std::move(ep), registry, repository, opts, access));
 }
 
 RegistryClient::RegistryClient(RegistryEndpoint ep, std::string registry, std::string repository,
-                               const SourceOptions& opts)
+                               const SourceOptions& opts, Access access)
     : registry_(std::move(registry)),
       repository_(std::move(repository)),
       opts_(opts),
       insecure_(std::find(opts.insecure_registries.begin(), opts.insecure_registries.end(), registry_) !=
                 opts.insecure_registries.end()),
       credential_(opts.docker_config.Find(registry_)),
-      scope_(fmt::format("repository:{}:pull", repository_)),
+      access_(access),
+      scope_(fmt::format("repository:{}:{}", repository_, access == Access::kPush ? "pull,push" : "pull")),
       base_url_(ep.BaseUrl()) {}
 
 RegistryClient::~RegistryClient() = default;
@@ -179,6 +192,8 @@ Status RegistryClient::Ping() {
 Result<HttpResponse> RegistryClient::Attempt(HttpClient& http, Call& call, const std::string& url,
                                              bool to_registry) {
   HttpRequest req = BaseRequest(url, to_registry);
+  req.method = call.method;
+  req.body = call.body;
   req.headers = call.headers;
   if (to_registry) {
     if (auto h = AuthHeader()) req.headers.push_back(*h);
@@ -210,6 +225,7 @@ Result<HttpResponse> RegistryClient::Attempt(HttpClient& http, Call& call, const
 
 Result<HttpResponse> RegistryClient::Run(Call& call) {
   Lease http(*this);
+  const int max_attempts = call.max_attempts > 0 ? call.max_attempts : opts_.max_attempts;
   const std::string registry_authority = UrlAuthority(base_url_);
   std::string url = call.url;
   int attempt = 1, redirects = 0;
@@ -237,14 +253,15 @@ Result<HttpResponse> RegistryClient::Run(Call& call) {
       continue;
     }
     bool retryable = resp != nullptr ? IsRetryableStatus(resp->status) : r.error().code() == Errc::kNetwork;
-    if (!retryable || attempt >= opts_.max_attempts) {
+    if (!retryable || attempt >= max_attempts) {
       if (resp == nullptr) return r.error().Wrap(call.what);
+      if (call.any_status) return std::move(r).value();
       return StatusError(call.what, *resp);
     }
     auto delay = RetryDelay(attempt, resp);
     spdlog::info("{}: {} (attempt {}/{}); retrying in {} ms", call.what,
                  resp != nullptr ? fmt::format("HTTP {}", resp->status) : r.error().message(), attempt,
-                 opts_.max_attempts, delay.count());
+                 max_attempts, delay.count());
     std::this_thread::sleep_for(delay);
     ++attempt;
     url = call.url;  // a redirect target (e.g. a signed storage URL) may have expired
@@ -292,7 +309,12 @@ Status RegistryClient::FetchToken(HttpClient& http, const AuthChallenge& ch, con
   const std::string* scope = ch.Param("scope");
   std::string url = *realm + (realm->find('?') == std::string::npos ? "?" : "&");
   if (service != nullptr) url += "service=" + UrlEncode(*service) + "&";
-  url += "scope=" + UrlEncode(scope != nullptr && !scope->empty() ? *scope : scope_);
+  const std::string& asked = scope != nullptr && !scope->empty() ? *scope : scope_;
+  url += "scope=" + UrlEncode(asked);
+  // A push needs pull and push whatever the one challenged request needed (a
+  // HEAD is challenged for pull only): ask for both, so that one token serves
+  // the whole push.
+  if (access_ == Access::kPush && asked != scope_) url += "&scope=" + UrlEncode(scope_);
 
   HttpRequest req = BaseRequest(url, UrlAuthority(url) == UrlAuthority(base_url_));
   if (credential_) {
@@ -339,12 +361,42 @@ Status RegistryClient::FetchToken(HttpClient& http, const AuthChallenge& ch, con
   return Ok();
 }
 
+RegistryClient::Call RegistryClient::ManifestCall(const std::string& reference, bool by_digest) const {
+  return Call{.what = fmt::format("manifest {}/{}{}{}", registry_, repository_, by_digest ? "@" : ":", reference),
+              .url = fmt::format("{}/v2/{}/manifests/{}", base_url_, repository_, reference),
+              .headers = {"Accept: " + media::ManifestAcceptHeader()},
+              .max_body = kMaxManifestBytes};
+}
+
 Result<ManifestBlob> RegistryClient::GetManifest(const std::string& reference, const std::optional<Digest>& expected) {
-  Call call{.what = fmt::format("manifest {}/{}{}{}", registry_, repository_, expected ? "@" : ":", reference),
-            .url = fmt::format("{}/v2/{}/manifests/{}", base_url_, repository_, reference),
-            .headers = {"Accept: " + media::ManifestAcceptHeader()},
-            .max_body = kMaxManifestBytes};
+  Call call = ManifestCall(reference, expected.has_value());
   UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  return VerifyManifest(call.what, std::move(resp), expected);
+}
+
+Result<std::optional<ManifestBlob>> RegistryClient::GetTaggedManifest(const std::string& tag) {
+  if (!IsValidTag(tag)) {
+    return Error(Errc::kInvalidArgument, fmt::format("manifest {}/{}: invalid tag '{}'", registry_, repository_, tag));
+  }
+  Call call = ManifestCall(tag, false);
+  call.any_status = true;
+  UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  if (resp.status < 200 || resp.status >= 300) {
+    // The distribution spec answers 404 with MANIFEST_UNKNOWN (no such tag)
+    // or NAME_UNKNOWN (no such repository); the codes count whatever the
+    // status, for registries that differ.
+    std::string code = ParseRegistryError(resp).code;
+    if (resp.status == 404 || code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN") {
+      return std::optional<ManifestBlob>();
+    }
+    return StatusError(call.what, resp);
+  }
+  UCRFS_ASSIGN(ManifestBlob m, VerifyManifest(call.what, std::move(resp), std::nullopt));
+  return std::optional<ManifestBlob>(std::move(m));
+}
+
+Result<ManifestBlob> RegistryClient::VerifyManifest(const std::string& what, HttpResponse resp,
+                                                    const std::optional<Digest>& expected) {
   ManifestBlob m;
   m.body = std::move(resp.body);
   m.media_type = resp.Header("content-type");
@@ -354,7 +406,7 @@ Result<ManifestBlob> RegistryClient::GetManifest(const std::string& reference, c
     std::string dcd = resp.Header("docker-content-digest");
     if (!dcd.empty()) {
       auto d = Digest::Parse(dcd);
-      if (!d.ok()) return d.error().Wrap(call.what + ": Docker-Content-Digest header");
+      if (!d.ok()) return d.error().Wrap(what + ": Docker-Content-Digest header");
       want = *d;
     }
   }
@@ -397,6 +449,98 @@ Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_
     }
   }
   return std::move(resp->body);
+}
+
+Result<bool> RegistryClient::HasBlob(const Digest& digest) {
+  Call call{.what = fmt::format("blob {} in {}/{}", digest.str(), registry_, repository_),
+            .url = fmt::format("{}/v2/{}/blobs/{}", base_url_, repository_, digest.str()),
+            .method = "HEAD",
+            .any_status = true};
+  UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  if (resp.status == 200) return true;
+  if (resp.status == 404) return false;
+  return StatusError(call.what, resp);
+}
+
+Result<HttpResponse> RegistryClient::UploadOnce(const Descriptor& desc, std::string_view data,
+                                                const std::string& what) {
+  Call post{.what = what,
+            .url = fmt::format("{}/v2/{}/blobs/uploads/", base_url_, repository_),
+            .method = "POST",
+            .body = std::string_view(),
+            .max_attempts = 1,
+            .any_status = true};
+  UCRFS_ASSIGN(HttpResponse started, Run(post));
+  if (started.status != 202) {
+    if (started.status >= 200 && started.status < 300) {
+      return Error(Errc::kProtocol, fmt::format("{}: starting the upload answered HTTP {}, not 202", what,
+                                                started.status));
+    }
+    return started;
+  }
+  std::string location = started.Header("location");
+  if (location.empty()) {
+    return Error(Errc::kProtocol, fmt::format("{}: the registry started an upload without a Location", what));
+  }
+  // The Location may be relative, and usually carries the upload's state in
+  // its query already.
+  std::string url = ResolveLocation(post.url, location);
+  url += url.find('?') == std::string::npos ? "?" : "&";
+  url += "digest=" + UrlEncode(desc.digest.str());
+  Call put{.what = what,
+           .url = std::move(url),
+           .headers = {"Content-Type: application/octet-stream"},
+           .method = "PUT",
+           .body = data,
+           .max_attempts = 1,
+           .any_status = true};
+  return Run(put);
+}
+
+Status RegistryClient::PushBlob(const Descriptor& desc, std::string_view data) {
+  const std::string what = fmt::format("blob {} upload to {}/{}", desc.digest.str(), registry_, repository_);
+  for (int attempt = 1;; ++attempt) {
+    auto r = UploadOnce(desc, data, what);
+    if (r.ok() && r->status == 201) {
+      std::string dcd = r->Header("docker-content-digest");
+      if (!dcd.empty() && dcd != desc.digest.str()) {
+        return Error(Errc::kDigestMismatch,
+                     fmt::format("{}: the registry stored it as {}", what, dcd.substr(0, 200)));
+      }
+      return Ok();
+    }
+    // An upload session that failed half-way is not resumed: the next attempt
+    // starts a new one.
+    bool retryable = r.ok() ? IsRetryableStatus(r->status) : r.error().code() == Errc::kNetwork;
+    if (!retryable || attempt >= opts_.max_attempts) {
+      if (!r.ok()) return r.error();
+      return StatusError(what, r.value());
+    }
+    auto delay = RetryDelay(attempt, r.ok() ? &r.value() : nullptr);
+    spdlog::info("{}: {} (attempt {}/{}); starting over in {} ms", what,
+                 r.ok() ? fmt::format("HTTP {}", r->status) : r.error().message(), attempt, opts_.max_attempts,
+                 delay.count());
+    std::this_thread::sleep_for(delay);
+  }
+}
+
+Result<Digest> RegistryClient::PushManifest(const std::string& tag, std::string_view body,
+                                            const std::string& media_type) {
+  Call call{.what = fmt::format("manifest {}/{}:{}", registry_, repository_, tag),
+            .url = fmt::format("{}/v2/{}/manifests/{}", base_url_, repository_, tag),
+            .headers = {"Content-Type: " + media_type},
+            .method = "PUT",
+            .body = body};
+  if (!IsValidTag(tag)) return Error(Errc::kInvalidArgument, fmt::format("{}: invalid tag", call.what));
+  UCRFS_ASSIGN(HttpResponse resp, Run(call));
+  if (resp.status != 201) return StatusError(call.what, resp);
+  Digest digest = Digest::Sha256Of(body);
+  std::string dcd = resp.Header("docker-content-digest");
+  if (!dcd.empty() && dcd != digest.str()) {
+    return Error(Errc::kDigestMismatch, fmt::format("{}: pushed {} but the registry stored it as {}", call.what,
+                                                    digest.str(), dcd.substr(0, 200)));
+  }
+  return digest;
 }
 
 }  // namespace ucrfs::fetch

@@ -3,8 +3,9 @@
 // Owns the protocol: the /v2/ ping, Bearer-token and Basic authentication
 // (tokens cached per scope until they expire), redirects (credentials are
 // never sent to another host), retries with exponential backoff on connect
-// errors, 5xx and 429 (Retry-After honoured), and resumption of a broken blob
-// transfer with a Range request.
+// errors, 5xx and 429 (Retry-After honoured), resumption of a broken blob
+// transfer with a Range request, and (in push mode) blob uploads and
+// manifest PUTs.
 //
 // Thread-safety: all methods may be called concurrently; each call borrows
 // an HttpClient (and so a connection) from a pool.
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "http.h"
@@ -26,9 +28,13 @@ namespace ucrfs::fetch {
 
 class RegistryClient {
  public:
+  // What the client asks a token service for on the repository: pull, or
+  // pull and push.
+  enum class Access { kPull, kPush };
+
   // registry: "host[:port]" as in the normalized reference.
   static Result<std::unique_ptr<RegistryClient>> Create(const std::string& registry, const std::string& repository,
-                                                        const SourceOptions& opts);
+                                                        const SourceOptions& opts, Access access = Access::kPull);
   ~RegistryClient();
 
   // GET /v2/: checks the registry is reachable and speaks v2. For an
@@ -39,6 +45,23 @@ class RegistryClient {
   // verified against `expected` when given, else against the
   // Docker-Content-Digest header when the registry sends one.
   Result<ManifestBlob> GetManifest(const std::string& reference, const std::optional<Digest>& expected);
+
+  // GetManifest(tag) that answers nullopt when the registry has no such tag
+  // or repository (404, MANIFEST_UNKNOWN, NAME_UNKNOWN).
+  Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string& tag);
+
+  // HEAD /v2/<repo>/blobs/<digest>: whether the repository has the blob.
+  Result<bool> HasBlob(const Digest& digest);
+
+  // Uploads a blob in one piece: POST /v2/<repo>/blobs/uploads/, then PUT to
+  // the Location it answers with ?digest=. A failure worth a retry starts
+  // over from the POST. The caller has checked data against desc.
+  Status PushBlob(const Descriptor& desc, std::string_view data);
+
+  // PUT /v2/<repo>/manifests/<tag> with Content-Type media_type. Returns the
+  // sha256 of body, checked against the registry's Docker-Content-Digest
+  // when it sends one.
+  Result<Digest> PushManifest(const std::string& tag, std::string_view body, const std::string& media_type);
 
   // GET /v2/<repo>/blobs/<digest> streamed into sink; resumes broken
   // transfers. The caller verifies the content.
@@ -61,13 +84,29 @@ class RegistryClient {
     std::vector<std::string> headers;
     BlobSink* blob = nullptr;
     size_t max_body = 1 << 20;
+    std::string method = "GET";
+    std::optional<std::string_view> body;  // PUT/POST; must outlive the call
+    int max_attempts = 0;                   // 0: opts.max_attempts
+    // Return the final answer whatever its status, for the caller to judge
+    // (a 404 that means "absent", a 5xx that restarts an upload).
+    bool any_status = false;
   };
 
-  RegistryClient(RegistryEndpoint ep, std::string registry, std::string repository, const SourceOptions& opts);
+  RegistryClient(RegistryEndpoint ep, std::string registry, std::string repository, const SourceOptions& opts,
+                 Access access);
 
   // Runs a call to completion: auth, redirects, retries. Returns the final
-  // 2xx response, or an error naming `call.what`.
+  // 2xx response (any final response with call.any_status), or an error
+  // naming `call.what`.
   Result<HttpResponse> Run(Call& call);
+  // One blob upload, POST then PUT, each tried once: the PUT's answer, or
+  // the POST's when that was not a 202.
+  Result<HttpResponse> UploadOnce(const Descriptor& desc, std::string_view data, const std::string& what);
+  Call ManifestCall(const std::string& reference, bool by_digest) const;
+  // A manifest answer checked against `expected`, else against its
+  // Docker-Content-Digest when there is one.
+  static Result<ManifestBlob> VerifyManifest(const std::string& what, HttpResponse resp,
+                                             const std::optional<Digest>& expected);
   Result<HttpResponse> Attempt(HttpClient& http, Call& call, const std::string& url, bool to_registry);
   HttpRequest BaseRequest(const std::string& url, bool to_registry) const;
   std::optional<std::string> AuthHeader();
@@ -97,7 +136,8 @@ class RegistryClient {
   const SourceOptions opts_;
   const bool insecure_;
   const std::optional<Credential> credential_;
-  const std::string scope_;       // repository:<repo>:pull
+  const Access access_;
+  const std::string scope_;       // repository:<repo>:pull, or :pull,push
   std::string base_url_;          // scheme://host[:port]; set once by Ping
 
   std::mutex mu_;

@@ -33,6 +33,10 @@ class RegistrySource final : public ImageSource {
     return m;
   }
 
+  Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string& tag) override {
+    return client_->GetTaggedManifest(tag);
+  }
+
   Status GetBlob(const Descriptor& desc, BlobSink& sink) override { return client_->GetBlob(desc, sink); }
 
   Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) override {

@@ -43,16 +43,44 @@ Result<size_t> PreadSome(int fd, void* buf, size_t n, uint64_t off, const std::s
   }
 }
 
-// Up to n bytes at off, short only at the end of the file.
-Result<size_t> PreadFull(int fd, void* buf, size_t n, uint64_t off, const std::string& path) {
-  return ucrfs::PreadFull(fd, static_cast<char*>(buf), n, off, path);
+// Up to n bytes at off from a CompressedInput, short only at its end.
+Result<size_t> ReadFull(CompressedInput& in, char* buf, size_t n, uint64_t off) {
+  size_t done = 0;
+  while (done < n) {
+    UCRFS_ASSIGN(size_t got, in.ReadSome(off + done, buf + done, n - done));
+    if (got == 0) break;
+    done += got;
+  }
+  return done;
 }
 
-// The compressed side of a z_stream: a buffer refilled by pread from a file
+// A file as a CompressedInput.
+class FileInput final : public CompressedInput {
+ public:
+  static Result<std::shared_ptr<FileInput>> Open(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoError("open " + path);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path);
+    return std::make_shared<FileInput>(std::move(fd), path, static_cast<uint64_t>(st.st_size));
+  }
+  FileInput(UniqueFd fd, std::string path, uint64_t size) : fd_(std::move(fd)), path_(std::move(path)), size_(size) {}
+  uint64_t size() const override { return size_; }
+  const std::string& name() const override { return path_; }
+  Result<size_t> ReadSome(uint64_t off, char* buf, size_t n) override { return PreadSome(fd_.get(), buf, n, off, path_); }
+  int fd() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+  std::string path_;
+  uint64_t size_;
+};
+
+// The compressed side of a z_stream: a buffer refilled from an input
 // offset, so that offsets of consumed bytes are always known.
 class Input {
  public:
-  Input(int fd, const std::string& path, size_t cap) : fd_(fd), path_(path), cap_(cap), buf_(new unsigned char[cap]) {}
+  Input(CompressedInput& src, size_t cap) : src_(src), cap_(cap), buf_(new unsigned char[cap]) {}
 
   void Seek(z_stream& s, uint64_t off) {
     next_ = off;
@@ -62,36 +90,35 @@ class Input {
   // Loads more input once the buffer is used up; avail_in stays 0 at EOF.
   Status Refill(z_stream& s) {
     if (s.avail_in > 0) return Ok();
-    UCRFS_ASSIGN(size_t got, PreadSome(fd_, buf_.get(), cap_, next_, path_));
+    UCRFS_ASSIGN(size_t got, src_.ReadSome(next_, reinterpret_cast<char*>(buf_.get()), cap_));
     s.next_in = buf_.get();
     s.avail_in = static_cast<uInt>(got);
     next_ += got;
     return Ok();
   }
-  // File offset of the next byte inflate will consume.
+  // Input offset of the next byte inflate will consume.
   uint64_t Consumed(const z_stream& s) const { return next_ - s.avail_in; }
 
  private:
-  int fd_;
-  const std::string& path_;
+  CompressedInput& src_;
   size_t cap_;
   std::unique_ptr<unsigned char[]> buf_;
-  uint64_t next_ = 0;  // file offset of the byte after the buffer's content
+  uint64_t next_ = 0;  // input offset of the byte after the buffer's content
 };
 
 // Whether a gzip member starts at `off`: true, false at a clean end of file,
 // kMalformed for anything else.
-Result<bool> MemberFollows(int fd, uint64_t off, const std::string& path) {
+Result<bool> MemberFollows(CompressedInput& in, uint64_t off) {
   unsigned char magic[2];
-  UCRFS_ASSIGN(size_t got, PreadFull(fd, magic, 2, off, path));
+  UCRFS_ASSIGN(size_t got, ReadFull(in, reinterpret_cast<char*>(magic), 2, off));
   if (got == 0) return false;
   if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) return true;
-  return Error(Errc::kMalformed, fmt::format("{}: trailing garbage at offset {}", path, off));
+  return Error(Errc::kMalformed, fmt::format("{}: trailing garbage at offset {}", in.name(), off));
 }
 
-Result<bool> StartsWithGzipMagic(int fd, const std::string& path) {
+Result<bool> StartsWithGzipMagic(CompressedInput& in) {
   unsigned char magic[2];
-  UCRFS_ASSIGN(size_t got, PreadFull(fd, magic, 2, 0, path));
+  UCRFS_ASSIGN(size_t got, ReadFull(in, reinterpret_cast<char*>(magic), 2, 0));
   return got == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
 }
 
@@ -188,7 +215,7 @@ Result<Checkpoint> Checkpoint::Deserialize(std::string_view data) {
 
 struct GzipIndexingStream::Impl {
   std::string path;
-  UniqueFd fd;
+  std::shared_ptr<FileInput> file;
   Input in;
   z_stream strm{};
   bool zinit = false;
@@ -200,8 +227,8 @@ struct GzipIndexingStream::Impl {
   uint64_t last_cp_out = 0;
   std::vector<Checkpoint> cps;
 
-  Impl(std::string p, UniqueFd f, uint64_t sp)
-      : path(std::move(p)), fd(std::move(f)), in(fd.get(), path, kIndexInBuf), span(std::max<uint64_t>(sp, 1)) {}
+  Impl(std::string p, std::shared_ptr<FileInput> f, uint64_t sp)
+      : path(std::move(p)), file(std::move(f)), in(*file, kIndexInBuf), span(std::max<uint64_t>(sp, 1)) {}
   ~Impl() {
     if (zinit) inflateEnd(&strm);
   }
@@ -231,7 +258,7 @@ struct GzipIndexingStream::Impl {
       }
       return Error(Errc::kMalformed, fmt::format("{}: trailing garbage at offset {}", path, pos));
     }
-    UCRFS_ASSIGN(bool more, MemberFollows(fd.get(), pos, path));
+    UCRFS_ASSIGN(bool more, MemberFollows(*file, pos));
     if (!more) {
       done = true;
       return Ok();
@@ -277,10 +304,9 @@ GzipIndexingStream::~GzipIndexingStream() = default;
 
 Result<std::unique_ptr<GzipIndexingStream>> GzipIndexingStream::Open(const std::string& path, uint64_t span,
                                                                      bool check_crc) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoError("open " + path);
-  auto impl = std::make_unique<Impl>(path, std::move(fd), span);
-  UCRFS_ASSIGN(impl->is_gzip, StartsWithGzipMagic(impl->fd.get(), path));
+  UCRFS_ASSIGN(auto file, FileInput::Open(path));
+  auto impl = std::make_unique<Impl>(path, std::move(file), span);
+  UCRFS_ASSIGN(impl->is_gzip, StartsWithGzipMagic(*impl->file));
   if (inflateInit2(&impl->strm, kGzipOrZlib) != Z_OK) return Error(Errc::kInternal, "inflateInit2 failed");
   impl->zinit = true;
   impl->check_crc = check_crc;
@@ -303,8 +329,8 @@ using ChunkPtr = std::shared_ptr<const std::string>;
 // Inflates forward from one checkpoint, across member boundaries.
 class Inflater {
  public:
-  Inflater(int fd, const std::string& path, bool is_gzip) : fd_(fd), path_(path), is_gzip_(is_gzip),
-                                                            in_(fd, path, kReaderInBuf) {}
+  Inflater(CompressedInput& src, bool is_gzip) : src_(src), path_(src.name()), is_gzip_(is_gzip),
+                                                 in_(src, kReaderInBuf) {}
   ~Inflater() {
     if (init_) inflateEnd(&strm_);
   }
@@ -321,7 +347,7 @@ class Inflater {
     pos_ = cp.out_offset;
     if (cp.bits > 0) {
       unsigned char b = 0;
-      UCRFS_ASSIGN(size_t got, PreadFull(fd_, &b, 1, cp.in_offset - 1, path_));
+      UCRFS_ASSIGN(size_t got, ReadFull(src_, reinterpret_cast<char*>(&b), 1, cp.in_offset - 1));
       if (got != 1) return Error(Errc::kMalformed, fmt::format("{}: checkpoint past the end of the file", path_));
       inflatePrime(&strm_, cp.bits, b >> (8 - cp.bits));
     }
@@ -373,14 +399,14 @@ class Inflater {
       }
     }
     uint64_t at = in_.Consumed(strm_);
-    UCRFS_ASSIGN(bool more, is_gzip_ ? MemberFollows(fd_, at, path_) : Result<bool>(false));
+    UCRFS_ASSIGN(bool more, is_gzip_ ? MemberFollows(src_, at) : Result<bool>(false));
     if (!more) return Truncated();
     raw_ = false;
     if (inflateReset2(&strm_, kGzipOrZlib) != Z_OK) return Error(Errc::kInternal, "inflateReset2 failed");
     return Ok();
   }
 
-  int fd_;
+  CompressedInput& src_;
   const std::string& path_;
   bool is_gzip_;
   Input in_;
@@ -393,8 +419,7 @@ class Inflater {
 }  // namespace
 
 struct GzipRandomReader::Impl {
-  std::string path;
-  UniqueFd fd;
+  std::shared_ptr<CompressedInput> input;
   bool is_gzip = false;
   std::vector<Checkpoint> cps;
   uint64_t decoded_size = 0;
@@ -493,7 +518,7 @@ struct GzipRandomReader::Impl {
       inf = TakeParked(cp.out_offset, start);
     }
     if (!inf) {
-      inf = std::make_unique<Inflater>(fd.get(), path, is_gzip);
+      inf = std::make_unique<Inflater>(*input, is_gzip);
       UCRFS_TRY(inf->Start(cp));
     }
     while (inf->pos() < start) {
@@ -538,8 +563,6 @@ struct GzipRandomReader::Impl {
   }
 };
 
-namespace {
-
 Status ValidateCheckpoints(const std::vector<Checkpoint>& cps, uint64_t decoded_size, uint64_t file_size,
                            const std::string& path) {
   auto bad = [&](size_t i, std::string_view why) {
@@ -559,7 +582,6 @@ Status ValidateCheckpoints(const std::vector<Checkpoint>& cps, uint64_t decoded_
   return Ok();
 }
 
-}  // namespace
 
 GzipRandomReader::GzipRandomReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GzipRandomReader::~GzipRandomReader() = default;
@@ -567,14 +589,18 @@ GzipRandomReader::~GzipRandomReader() = default;
 Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(const std::string& path,
                                                                  std::vector<Checkpoint> checkpoints,
                                                                  uint64_t decoded_size, size_t cache_bytes) {
+  UCRFS_ASSIGN(auto file, FileInput::Open(path));
+  UCRFS_ASSIGN(bool is_gzip, StartsWithGzipMagic(*file));
+  return Open(std::move(file), is_gzip, std::move(checkpoints), decoded_size, cache_bytes);
+}
+
+Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(std::shared_ptr<CompressedInput> input, bool is_gzip,
+                                                                 std::vector<Checkpoint> checkpoints,
+                                                                 uint64_t decoded_size, size_t cache_bytes) {
   auto impl = std::make_unique<Impl>();
-  impl->path = path;
-  impl->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!impl->fd.valid()) return ErrnoError("open " + path);
-  struct stat st;
-  if (::fstat(impl->fd.get(), &st) != 0) return ErrnoError("stat " + path);
-  UCRFS_TRY(ValidateCheckpoints(checkpoints, decoded_size, static_cast<uint64_t>(st.st_size), path));
-  UCRFS_ASSIGN(impl->is_gzip, StartsWithGzipMagic(impl->fd.get(), path));
+  UCRFS_TRY(ValidateCheckpoints(checkpoints, decoded_size, input->size(), input->name()));
+  impl->is_gzip = is_gzip;
+  impl->input = std::move(input);
   impl->cps = std::move(checkpoints);
   impl->decoded_size = decoded_size;
   impl->cache_bytes = cache_bytes;

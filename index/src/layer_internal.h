@@ -9,6 +9,7 @@
 
 #include "codec.h"
 #include "lmdb_env.h"
+#include "ucrfs/index/toc.h"
 #include "ucrfs/index/layers.h"
 
 namespace ucrfs::index {
@@ -18,6 +19,18 @@ std::string EncodeRecord(const LayerRecord& r);
 Result<LayerRecord> DecodeRecord(std::string_view v);
 std::string EncodeEntry(const TarEntry& e);
 Result<TarEntry> DecodeEntry(std::string_view v);
+
+// Reads a tar stream to its end: every entry, and the decoded size.
+Status ScanTar(ByteStream& s, std::vector<TarEntry>* entries, uint64_t* decoded_size);
+
+// A piece of a lazy layer in the chunks DBI: an eStargz / zstd:chunked chunk,
+// or a kGzipLazy span (inner_offset 0, digest of its compressed bytes).
+struct ChunkRec {
+  uint64_t vstart = 0;  // offset in the layer's (virtual) decoded stream
+  Chunk chunk;
+};
+std::string EncodeChunk(const ChunkRec& c);
+Result<ChunkRec> DecodeChunkRec(std::string_view v);
 
 // Decodes every record of one layer in a per-layer DBI (keyed by layer id
 // then sequence number), checking that all `count` of them are there.
@@ -44,8 +57,10 @@ Result<std::vector<T>> LoadPerLayer(const Store& store, Dbi dbi, const LayerReco
   }
   return out;
 }
-// The reader of a lazy layer (lazy.cc).
+// The reader of a lazy layer (lazy.cc; lazy_gzip.cc for kGzipLazy).
 Result<std::unique_ptr<LayerReader>> OpenLazyReader(const Store& store, const fetch::Descriptor& layer,
                                                     const LayerRecord& rec, const LazyOptions& lazy);
+Result<std::unique_ptr<LayerReader>> OpenLazyGzipReader(const Store& store, const fetch::Descriptor& layer,
+                                                        const LayerRecord& rec, const LazyOptions& lazy);
 
 }  // namespace ucrfs::index

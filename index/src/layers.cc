@@ -40,7 +40,7 @@ Result<LayerRecord> DecodeRecord(std::string_view v) {
   r.chunks = d.Var();
   r.prefetch_end = d.Var();
   UCRFS_TRY(d.Check("layer record"));
-  if (fmt > static_cast<uint64_t>(LayerFormat::kZstdChunked)) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
+  if (fmt > static_cast<uint64_t>(LayerFormat::kGzipLazy)) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
   r.format = static_cast<LayerFormat>(fmt);
   return r;
 }
@@ -133,13 +133,15 @@ struct Scanned {
   uint64_t decoded_size = 0;
 };
 
-Status ReadAllEntries(ByteStream& s, Scanned& out) {
+}  // namespace
+
+Status ScanTar(ByteStream& s, std::vector<TarEntry>* entries, uint64_t* decoded_size) {
   TarReader reader(s);
   for (;;) {
     TarEntry e;
     UCRFS_ASSIGN(bool more, reader.Next(&e));
     if (!more) break;
-    out.entries.push_back(std::move(e));
+    entries->push_back(std::move(e));
   }
   // Consume the rest (end-of-archive padding) so the decoded size is whole
   // and a gzip stream is checked to its trailer.
@@ -148,9 +150,13 @@ Status ReadAllEntries(ByteStream& s, Scanned& out) {
     UCRFS_ASSIGN(size_t n, s.Read(buf, sizeof buf));
     if (n == 0) break;
   }
-  out.decoded_size = s.position();
+  *decoded_size = s.position();
   return Ok();
 }
+
+namespace {
+
+Status ReadAllEntries(ByteStream& s, Scanned& out) { return ScanTar(s, &out.entries, &out.decoded_size); }
 
 Result<Scanned> Scan(Store& store, const fetch::Descriptor& layer, LayerFormat format, const std::string& decoded_tmp) {
   Scanned out;
@@ -180,6 +186,7 @@ Result<Scanned> Scan(Store& store, const fetch::Descriptor& layer, LayerFormat f
     }
     case LayerFormat::kEstargz:
     case LayerFormat::kZstdChunked:
+    case LayerFormat::kGzipLazy:
       // A downloaded eStargz or zstd:chunked blob is an ordinary tar+gzip or
       // tar+zstd; lazy layers are indexed from their TOC (lazy.cc), not here.
       return Error(Errc::kInternal, "lazy formats are not scanned");

@@ -1,5 +1,5 @@
 // Lazy layers (eStargz, zstd:chunked): indexed from their TOC, read chunk by
-// chunk from the registry.
+// chunk from the registry through the PieceFetcher (fetcher.h).
 //
 // Each regular file's chunks are laid out one after another in a virtual
 // "decoded stream", so a lazy file's inode has one ordinary extent into it and
@@ -10,25 +10,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <condition_variable>
 #include <map>
-#include <mutex>
-#include <random>
-#include <thread>
 
+#include "fetcher.h"
 #include "layer_internal.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "ucrfs/index/toc.h"
 
 namespace ucrfs::index {
-namespace {
-
-struct ChunkRec {
-  uint64_t vstart = 0;  // offset in the layer's virtual decoded stream
-  Chunk chunk;
-};
 
 std::string EncodeChunk(const ChunkRec& c) {
   return Encoder()
@@ -55,6 +45,8 @@ Result<ChunkRec> DecodeChunkRec(std::string_view v) {
   return c;
 }
 
+namespace {
+
 TocFormat TocFormatOf(LayerFormat f) {
   return f == LayerFormat::kZstdChunked ? TocFormat::kZstdChunked : TocFormat::kEstargz;
 }
@@ -80,208 +72,61 @@ Result<std::vector<Digest>> TocDigests(const fetch::Descriptor& layer, TocFormat
   return out;
 }
 
-// Writes a verified chunk into the cache: temporary name, then rename, so a
-// reader never sees a partial chunk.
-Status CacheChunk(const std::string& path, std::string_view bytes) {
-  std::string tmp = fmt::format("{}.tmp-{}-{:x}", path, ::getpid(), std::random_device{}());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!fd.valid()) return ErrnoError("create " + tmp);
-  Status st = WriteAll(fd.get(), bytes, tmp);
-  fd.reset();
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError("rename " + tmp);
-  if (!st.ok()) ::unlink(tmp.c_str());
-  return st;
-}
-
 class LazyReader final : public LayerReader {
  public:
-  LazyReader(const Store& store, fetch::Descriptor layer, TocFormat format, std::vector<ChunkRec> chunks,
-             uint64_t prefetch_end, LazyOptions lazy)
-      : store_(store), layer_(std::move(layer)), format_(format), chunks_(std::move(chunks)),
-        prefetch_end_(prefetch_end), lazy_(std::move(lazy)) {
-    if (lazy_.prefetch != Prefetch::kNone) prefetcher_ = std::thread([this] { RunPrefetch(); });
-  }
-
-  ~LazyReader() override {
-    stop_ = true;
-    if (prefetcher_.joinable()) prefetcher_.join();
+  LazyReader(const Store& store, const fetch::Descriptor& layer, TocFormat format, std::vector<ChunkRec> chunks,
+             uint64_t prefetch_end, const LazyOptions& lazy)
+      : chunks_(std::move(chunks)),
+        fetcher_(store, layer, PiecesOf(chunks_), Codec(format, chunks_), lazy) {
+    fetcher_.StartPrefetch(prefetch_end);
   }
 
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len) override {
-    // The first chunk that ends after `offset`.
-    auto it = std::upper_bound(chunks_.begin(), chunks_.end(), offset,
-                               [](uint64_t off, const ChunkRec& c) { return off < c.vstart + c.chunk.size; });
+    // The first chunk that ends after `offset`, and the last one the read needs.
+    auto first = std::upper_bound(chunks_.begin(), chunks_.end(), offset,
+                                  [](uint64_t off, const ChunkRec& c) { return off < c.vstart + c.chunk.size; });
+    auto last = std::lower_bound(first, chunks_.end(), offset + len,
+                                 [](const ChunkRec& c, uint64_t end) { return c.vstart + c.chunk.size < end; });
+    size_t through = static_cast<size_t>(std::min(last, chunks_.end() - 1) - chunks_.begin());
     size_t done = 0;
-    for (; it != chunks_.end() && done < len; ++it) {
+    for (auto it = first; it != chunks_.end() && done < len; ++it) {
       uint64_t pos = offset + done;
       if (it->vstart > pos) break;  // never: files are contiguous in the stream
       uint64_t in_chunk = pos - it->vstart;
       size_t n = static_cast<size_t>(std::min<uint64_t>(len - done, it->chunk.size - in_chunk));
-      UCRFS_TRY(ReadChunk(*it, in_chunk, buf + done, n));
+      size_t i = static_cast<size_t>(it - chunks_.begin());
+      UCRFS_ASSIGN(UniqueFd fd, fetcher_.Open(i, std::max(i, through)));
+      std::string path = "cached chunk " + it->chunk.digest.str();
+      UCRFS_ASSIGN(size_t got, PreadFull(fd.get(), buf + done, n, in_chunk, path));
+      if (got != n) return Error(Errc::kIo, path + " is short");
       done += n;
     }
     return done;
   }
 
  private:
-  struct Flight {
-    bool done = false;
-    Status status;
-  };
-
-  // Copies n bytes at `off` of a chunk into buf, fetching the chunk first if
-  // the cache does not have it. Concurrent readers of one missing chunk wait
-  // for a single fetch.
-  Status ReadChunk(const ChunkRec& c, uint64_t off, char* buf, size_t n) {
-    const std::string path = store_.ChunkPath(c.chunk.digest);
-    if (Status st = ReadCached(path, off, buf, n); st.ok()) {
-      ++lazy_.stats->cache_hits;
-      return st;
-    }
-    ++lazy_.stats->cache_misses;
-    ++waiting_;
-    auto started = std::chrono::steady_clock::now();
-    Status st = FetchOnce(c, path);
-    lazy_.stats->wait_ns += static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
-    --waiting_;
-    UCRFS_TRY(st);
-    return ReadCached(path, off, buf, n);
+  static std::vector<Piece> PiecesOf(const std::vector<ChunkRec>& chunks) {
+    std::vector<Piece> out;
+    out.reserve(chunks.size());
+    for (const ChunkRec& c : chunks) out.push_back(Piece{c.chunk.blob_offset, c.chunk.blob_size, c.chunk.digest});
+    return out;
   }
 
-  // Makes sure a chunk is in the cache, with one fetch however many threads
-  // ask at once.
-  Status FetchOnce(const ChunkRec& c, const std::string& path) {
-    std::shared_ptr<Flight> flight;
-    bool leader = false;
-    {
-      std::unique_lock lock(mu_);
-      auto [it, inserted] = flights_.try_emplace(c.chunk.digest.str());
-      if (inserted) it->second = std::make_shared<Flight>();
-      flight = it->second;
-      leader = inserted;
-      if (!leader) {
-        cv_.wait(lock, [&] { return flight->done; });
-        return flight->status;
-      }
-    }
-    Status st = PathExists(path) ? Ok() : Fetch(c, path);
-    std::lock_guard lock(mu_);
-    flight->status = st;
-    flight->done = true;
-    flights_.erase(c.chunk.digest.str());
-    cv_.notify_all();
-    return st;
+  // A chunk is cached decoded, once it matches its chunkDigest. Pieces are
+  // looked up by their offset (two files with one content share a digest but
+  // not necessarily a place in the blob).
+  static PieceCodec Codec(TocFormat format, const std::vector<ChunkRec>& chunks) {
+    std::map<std::pair<uint64_t, std::string>, const Chunk*> by_offset;
+    for (const ChunkRec& c : chunks) by_offset.emplace(std::pair(c.chunk.blob_offset, c.chunk.digest.str()), &c.chunk);
+    return [format, by_offset = std::move(by_offset)](const Piece& p, std::string_view compressed) -> Result<std::string> {
+      auto it = by_offset.find(std::pair(p.blob_offset, p.key.str()));
+      if (it == by_offset.end()) return Error(Errc::kInternal, "unknown chunk");
+      return DecodeChunk(format, *it->second, compressed);
+    };
   }
 
-  static Status ReadCached(const std::string& path, uint64_t off, char* buf, size_t n) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return ErrnoError("open " + path);
-    UCRFS_ASSIGN(size_t got, PreadFull(fd.get(), buf, n, off, path));
-    if (got != n) return Error(Errc::kIo, fmt::format("cached chunk {} is short", path));
-    return Ok();
-  }
-
-  Status Fetch(const ChunkRec& c, const std::string& path) {
-    auto data = CompressedBytes(c.chunk.blob_offset, c.chunk.blob_size);
-    Status st = data.ok() ? Keep(c, path, *data) : Status(data.error());
-    if (!st.ok()) {
-      ++lazy_.stats->fetch_errors;
-      spdlog::warn("layer {}: {}", layer_.digest.str(), st.error().message());
-    }
-    return st;
-  }
-
-  // Decodes and verifies a chunk from its compressed bytes, then caches it.
-  Status Keep(const ChunkRec& c, const std::string& path, std::string_view data) {
-    UCRFS_ASSIGN(std::string decoded, DecodeChunk(format_, c.chunk, data));
-    UCRFS_TRY(CacheChunk(path, decoded));
-    ++lazy_.stats->chunks_fetched;
-    return Ok();
-  }
-
-  // The prefetch region in one request, then (kAll) every chunk still
-  // missing, one at a time, standing aside while reads wait for fetches.
-  void RunPrefetch() {
-    ++lazy_.stats->prefetch_running;
-    Prefetch1();
-    --lazy_.stats->prefetch_running;
-  }
-
-  void Prefetch1() {
-    if (prefetch_end_ > 0) {
-      auto region = CompressedBytes(0, prefetch_end_);
-      if (region.ok()) {
-        for (const ChunkRec& c : chunks_) {
-          if (stop_) return;
-          if (c.chunk.blob_offset + c.chunk.blob_size > prefetch_end_) continue;
-          std::string path = store_.ChunkPath(c.chunk.digest);
-          if (PathExists(path)) continue;
-          std::string_view bytes = std::string_view(*region).substr(c.chunk.blob_offset, c.chunk.blob_size);
-          if (Keep(c, path, bytes).ok()) ++lazy_.stats->prefetched_chunks;
-        }
-      } else {
-        spdlog::info("layer {}: prefetch of the landmark region failed: {}", layer_.digest.str(),
-                     region.error().message());
-      }
-    }
-    if (lazy_.prefetch != Prefetch::kAll) return;
-    std::vector<const ChunkRec*> order;
-    for (const ChunkRec& c : chunks_) order.push_back(&c);
-    std::stable_sort(order.begin(), order.end(), [](const ChunkRec* a, const ChunkRec* b) {
-      return a->chunk.blob_offset < b->chunk.blob_offset;
-    });
-    for (const ChunkRec* c : order) {
-      while (waiting_ > 0 && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (stop_) return;
-      std::string path = store_.ChunkPath(c->chunk.digest);
-      if (PathExists(path)) continue;
-      if (FetchOnce(*c, path).ok()) {
-        ++lazy_.stats->prefetched_chunks;
-      } else {
-        // The source is unreachable or lying: leave the rest to on-demand
-        // reads rather than hammering it.
-        return;
-      }
-    }
-  }
-
-  // Compressed bytes of the blob: from the blob file when the store has it
-  // (a full pull happened since), else from the source by Range.
-  Result<std::string> CompressedBytes(uint64_t offset, uint64_t size) {
-    if (store_.HasBlob(layer_.digest)) return ReadFileRange(store_.BlobPath(layer_.digest), offset, size);
-    std::shared_ptr<fetch::ImageSource> source;
-    {
-      std::lock_guard lock(source_mu_);
-      if (source_ == nullptr) {
-        auto s = lazy_.opener();
-        if (!s.ok()) return s.error();
-        source_ = *s;
-      }
-      source = source_;
-    }
-    ++lazy_.stats->requests;
-    auto data = source->GetBlobRange(layer_, offset, size);
-    if (data.ok()) lazy_.stats->bytes_fetched += data->size();
-    return data;
-  }
-
-  const Store& store_;
-  const fetch::Descriptor layer_;
-  const TocFormat format_;
   const std::vector<ChunkRec> chunks_;  // by vstart
-  const uint64_t prefetch_end_;
-  const LazyOptions lazy_;
-  std::atomic<int> waiting_{0};  // reads waiting for a fetch: the prefetcher stands aside
-  std::atomic<bool> stop_{false};
-  std::thread prefetcher_;  // started last, joined first
-
-  std::mutex source_mu_;
-  std::shared_ptr<fetch::ImageSource> source_;  // guarded by source_mu_
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::shared_ptr<Flight>> flights_;  // guarded by mu_
+  PieceFetcher fetcher_;                // after chunks_: its codec points into them
 };
 
 // Fetches the footer and the TOC and parses them; nullopt when there is no
@@ -364,6 +209,7 @@ Result<std::optional<LayerRecord>> IndexLazyLayer(Store& store, fetch::ImageSour
 
 Result<std::unique_ptr<LayerReader>> OpenLazyReader(const Store& store, const fetch::Descriptor& layer,
                                                     const LayerRecord& rec, const LazyOptions& lazy) {
+  if (rec.format == LayerFormat::kGzipLazy) return OpenLazyGzipReader(store, layer, rec, lazy);
   if (!lazy.opener) return Error(Errc::kInternal, "lazy layer " + layer.digest.str() + " opened without a source");
   UCRFS_ASSIGN(auto chunks, LoadPerLayer<ChunkRec>(store, Dbi::kChunks, rec, rec.chunks, DecodeChunkRec, "chunks"));
   return std::unique_ptr<LayerReader>(new LazyReader(store, layer, TocFormatOf(rec.format), std::move(chunks),

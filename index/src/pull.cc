@@ -10,6 +10,8 @@
 
 #include "ucrfs/common/log.h"
 #include "ucrfs/index/layers.h"
+#include "ucrfs/index/remote_index.h"
+#include "ucrfs/index/toc.h"
 
 namespace ucrfs::index {
 namespace {
@@ -49,6 +51,45 @@ Status FetchLayers(fetch::ImageSource& source, Staging& staging, const std::vect
   return first_error;
 }
 
+// Plain gzip layers a lazy pull could index from a ucrfs index: not in the
+// store, not indexed, not announcing a TOC of their own.
+bool WantsRemoteIndex(const Store& store, const fetch::Descriptor& l) {
+  auto c = fetch::LayerCompression(l.media_type);
+  if (!c.ok() || *c != fetch::Compression::kGzip || LazyFormatOf(l.annotations)) return false;
+  if (store.HasBlob(l.digest)) return false;
+  auto rec = FindLayer(store, l.digest);
+  return rec.ok() && !*rec;
+}
+
+// The ucrfs index of the image in its registry, if it has one. Any failure
+// (none there, unreachable, malformed) is logged and leaves the layers to the
+// ordinary download.
+std::optional<RemoteIndex> LookUpRemoteIndex(fetch::ImageSource& source, const fetch::ResolvedImage& img) {
+  auto found = FindRemoteIndex(source, img.manifest);
+  if (!found.ok()) {
+    spdlog::warn("{}: not using its ucrfs index: {}", source.Describe(), found.error().message());
+    return std::nullopt;
+  }
+  if (!*found) spdlog::info("{}: no ucrfs index (tag {})", source.Describe(), IndexTag(img.manifest.digest));
+  return *found;
+}
+
+// Indexes one layer from the remote index; false (logged) when the index
+// does not have it or it does not check out.
+bool IndexFromRemote(Store& store, fetch::ImageSource& source, const RemoteIndex& remote,
+                     const fetch::Descriptor& l) {
+  auto it = remote.layers.find(l.digest.str());
+  if (it == remote.layers.end()) return false;
+  Status st = [&]() -> Status {
+    UCRFS_ASSIGN(std::string blob, FetchArtifactBlob(source, it->second));
+    UCRFS_ASSIGN(LayerIndex index, DecodeLayerIndex(blob, l));
+    UCRFS_TRY(ImportLayerIndex(store, l, index));
+    return Ok();
+  }();
+  if (!st.ok()) spdlog::warn("layer {}: not using its ucrfs index: {}", l.digest.str(), st.error().message());
+  return st.ok();
+}
+
 }  // namespace
 
 ImageRecord MakeRecord(const std::string& key, const fetch::ResolvedImage& image) {
@@ -75,6 +116,25 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
   if (!store.HasBlob(img.manifest.digest)) UCRFS_TRY(staging->PutBytes(img.manifest.digest, img.manifest.body));
   if (!store.HasBlob(img.config_desc.digest)) UCRFS_TRY(staging->PutBytes(img.config_desc.digest, img.config_body));
 
+  std::optional<RemoteIndex> remote;
+  if (opts.lazy && opts.remote_index) {
+    for (const auto& l : img.parsed.layers) {
+      if (WantsRemoteIndex(store, l)) {
+        remote = LookUpRemoteIndex(source, img);
+        break;
+      }
+    }
+  }
+  std::optional<Digest> trace;
+  if (remote && remote->trace) {
+    auto body = FetchArtifactBlob(source, *remote->trace, 64 << 20);
+    if (body.ok() && staging->PutBytes(remote->trace->digest, *body).ok()) {
+      trace = remote->trace->digest;
+    } else if (!body.ok()) {
+      spdlog::warn("not using the trace of the ucrfs index: {}", body.error().message());
+    }
+  }
+
   std::vector<fetch::Descriptor> missing;
   std::set<std::string> seen;
   for (const auto& l : img.parsed.layers) {
@@ -89,6 +149,11 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
         ++out.layers_lazy;
         continue;
       }
+      if (remote && WantsRemoteIndex(store, l) && IndexFromRemote(store, source, *remote, l)) {
+        ++out.layers_lazy;
+        ++out.layers_remote_index;
+        continue;
+      }
     }
     {
       missing.push_back(l);
@@ -99,6 +164,7 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
   out.blobs_fetched = static_cast<int>(missing.size());
   out.bytes_fetched = bytes;
   out.record = MakeRecord(key, img);
+  out.record.trace = trace;
   UCRFS_TRY(store.CommitImage(*staging, out.record));
   return out;
 }

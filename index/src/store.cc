@@ -55,6 +55,7 @@ std::string ImageRecord::ToJson() const {
                       {"layers", nlohmann::json::array()},
                       {"pulledAt", pulled_at}};
   if (index_digest) j["indexDigest"] = index_digest->str();
+  if (trace) j["trace"] = trace->str();
   for (const auto& l : layers) j["layers"].push_back(DescriptorJson(l));
   return j.dump();
 }
@@ -69,6 +70,10 @@ Result<ImageRecord> ImageRecord::FromJson(std::string_view json) {
     if (j.contains("indexDigest")) {
       UCRFS_ASSIGN(Digest d, Digest::Parse(j["indexDigest"].get<std::string>()));
       r.index_digest = d;
+    }
+    if (j.contains("trace")) {
+      UCRFS_ASSIGN(Digest d, Digest::Parse(j["trace"].get<std::string>()));
+      r.trace = d;
     }
     const auto& p = j.at("platform");
     r.platform.os = p.at("os").get<std::string>();
@@ -186,6 +191,7 @@ Status Store::CommitImage(Staging& staging, const ImageRecord& image) {
   // Every blob the record names must be in place before the record exists.
   std::vector<Digest> needed{image.manifest_digest, image.config.digest};
   if (image.index_digest) needed.push_back(*image.index_digest);
+  if (image.trace) needed.push_back(*image.trace);
   for (const auto& l : image.layers) needed.push_back(l.digest);
   for (const Digest& d : needed) {
     if (HasBlob(d)) continue;

@@ -5,6 +5,8 @@ faults real registries and networks produce. Every request is recorded.
     reg.bearer = {"user": "u", "password": "p"}   # or {} for anonymous tokens
     reg.faults["corrupt_blob"] = {digest}
     reg.faults["corrupt_at"][digest] = {offset}   # flip that byte wherever served
+    reg.faults["hold_below"][digest] = offset     # GETs starting below it wait for
+    reg.hold_release.set()                        # ... this (or stop(), or 120 s)
 
 Blob bytes served are counted per GET (`served`, `served_bytes`), so tests can
 tell a lazy reader's Range requests from a whole download. stop() also
@@ -83,7 +85,10 @@ class FakeRegistry:
             "redirect_blobs": False,    # blob GETs -> 307 to http://localhost:P/storage/
             "stall_blob": set(),        # digests: send half the body, then hang
             "corrupt_at": {},           # digest -> {blob offset}: that byte flipped in any response
+            "hold_below": {},           # digest -> offset: GETs starting below it wait for hold_release
         }
+        self.hold_release = threading.Event()
+        self.held = []       # (digest, start) of each GET that hold_below made wait
         self.served = []     # Served(...) per blob GET answered with a body
         self._conns = set()
         self.stopping = threading.Event()
@@ -348,6 +353,13 @@ class _Handler(BaseHTTPRequestHandler):
             if m.group(2):
                 end = min(int(m.group(2)), total - 1)
             code = 206
+        limit = reg.faults["hold_below"].get(digest)
+        if limit is not None and start < limit and not head:
+            with reg.lock:
+                reg.held.append((digest, start))
+            deadline = time.monotonic() + 120
+            while not (reg.hold_release.is_set() or reg.stopping.is_set()) and time.monotonic() < deadline:
+                reg.hold_release.wait(0.05)
         body = data[start:end + 1]
         flips = [o - start for o in reg.faults["corrupt_at"].get(digest, ()) if start <= o <= end]
         if flips:

@@ -49,6 +49,9 @@ struct Reference {
   friend bool operator==(const Reference&, const Reference&) = default;
 };
 
+// Docker's tag syntax: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+bool IsValidTag(std::string_view tag);
+
 // Mesos' GetRegistrySpec rules for a "host[:port]" string.
 struct RegistryEndpoint {
   std::string host;

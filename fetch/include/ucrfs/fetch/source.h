@@ -78,6 +78,13 @@ class ImageSource {
   // A manifest by digest (an entry of an index), verified against it.
   virtual Result<ManifestBlob> GetManifest(const Descriptor& desc) = 0;
 
+  // The manifest tagged `tag` in the image's repository (a registry tag, or
+  // an OCI layout's org.opencontainers.image.ref.name), verified as
+  // GetRootManifest verifies; nullopt when there is no such tag (a registry's
+  // 404 / MANIFEST_UNKNOWN / NAME_UNKNOWN, no such ref name in the layout; a
+  // docker archive has no tags to look up). Other failures are errors.
+  virtual Result<std::optional<ManifestBlob>> GetTaggedManifest(const std::string& tag) = 0;
+
   // Streams a blob (config or layer) into sink. The caller verifies the digest
   // of what it received; the source only guarantees the byte count matches
   // desc.size when that is known.

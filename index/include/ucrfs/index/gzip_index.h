@@ -54,6 +54,26 @@ class GzipIndexingStream final : public ByteStream {
   std::unique_ptr<Impl> impl_;
 };
 
+// Checks checkpoints from the store or from elsewhere (an index fetched from a
+// registry) before anything inflates from them: the first at 0, in order,
+// inside the decoded and compressed sizes, sane bits and windows.
+Status ValidateCheckpoints(const std::vector<Checkpoint>& cps, uint64_t decoded_size, uint64_t compressed_size,
+                           const std::string& what);
+
+// The compressed bytes a GzipRandomReader inflates: a local file, or a lazy
+// layer's spans fetched on demand.
+class CompressedInput {
+ public:
+  virtual ~CompressedInput() = default;
+  virtual uint64_t size() const = 0;
+  // Names the input in messages.
+  virtual const std::string& name() const = 0;
+  // Reads up to n bytes at off: at least one unless off is at the end, and
+  // possibly fewer than asked (a lazy input stops at the end of a span, so
+  // that inflating never fetches more than it needs).
+  virtual Result<size_t> ReadSome(uint64_t off, char* buf, size_t n) = 0;
+};
+
 // Serves reads at any decoded offset of one gzip file from its checkpoints.
 // Decoded data is cached in aligned chunks (LRU, bounded), so sequential reads
 // inflate each span once. Thread-safe.
@@ -61,6 +81,10 @@ class GzipRandomReader {
  public:
   static Result<std::unique_ptr<GzipRandomReader>> Open(const std::string& path, std::vector<Checkpoint> checkpoints,
                                                         uint64_t decoded_size, size_t cache_bytes = 64 << 20);
+  // is_gzip: gzip members (false: one zlib stream).
+  static Result<std::unique_ptr<GzipRandomReader>> Open(std::shared_ptr<CompressedInput> input, bool is_gzip,
+                                                        std::vector<Checkpoint> checkpoints, uint64_t decoded_size,
+                                                        size_t cache_bytes = 64 << 20);
   ~GzipRandomReader();
   // Reads len bytes at decoded offset `offset` (fewer only at the end).
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len);

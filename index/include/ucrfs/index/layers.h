@@ -7,6 +7,10 @@
 //          of output, zran-style) — nothing is unpacked;
 //  * zstd: from a decoded copy of the tar stream kept beside the blob, since a
 //          zstd frame cannot be entered mid-way;
+//  * gzip with a ucrfs index in its registry (lazy, remote_index.h): indexed
+//          from that index; a read fetches the compressed spans between the
+//          checkpoints it needs, checks each against its recorded digest,
+//          keeps it in <store>/chunks/ and inflates from the checkpoint;
 //  * eStargz / zstd:chunked (lazy): the blob is never downloaded. The layer is
 //          indexed from its TOC; each file's chunks are laid out one after the
 //          other in a virtual decoded stream, and a read fetches the chunks it
@@ -27,9 +31,13 @@
 
 namespace ucrfs::index {
 
-enum class LayerFormat : uint8_t { kTar = 0, kGzip = 1, kZstd = 2, kEstargz = 3, kZstdChunked = 4 };
+// kGzipLazy: a plain gzip layer indexed from a ucrfs index in its registry
+// (remote_index.h); its compressed spans are fetched when first read.
+enum class LayerFormat : uint8_t { kTar = 0, kGzip = 1, kZstd = 2, kEstargz = 3, kZstdChunked = 4, kGzipLazy = 5 };
 
-inline bool IsLazy(LayerFormat f) { return f == LayerFormat::kEstargz || f == LayerFormat::kZstdChunked; }
+inline bool IsLazy(LayerFormat f) {
+  return f == LayerFormat::kEstargz || f == LayerFormat::kZstdChunked || f == LayerFormat::kGzipLazy;
+}
 
 struct LayerRecord {
   uint64_t id = 0;  // store-local, names the layer in other DBIs
@@ -37,7 +45,7 @@ struct LayerRecord {
   uint64_t decoded_size = 0;  // bytes of the tar stream
   uint64_t entries = 0;
   uint64_t checkpoints = 0;
-  uint64_t chunks = 0;         // lazy formats
+  uint64_t chunks = 0;         // lazy formats: chunks, or spans of kGzipLazy
   uint64_t prefetch_end = 0;   // lazy formats: blob offset of .prefetch.landmark, 0 if none
 };
 
@@ -57,7 +65,19 @@ struct FetchStats {
   std::atomic<uint64_t> wait_ns{0};           // time on-demand reads spent waiting for fetches
   std::atomic<uint64_t> prefetched_chunks{0};  // chunks fetched in the background
   std::atomic<int64_t> prefetch_running{0};     // layers whose background prefetch is under way
+  std::atomic<uint64_t> cache_bytes{0};         // the chunk cache's size as this mount counts it
+  std::atomic<uint64_t> evictions{0};           // pieces this mount removed from the chunk cache
+  // Bytes the mount fetched before it served: manifests, config, TOCs, ucrfs
+  // indexes, layers downloaded whole.
+  std::atomic<uint64_t> mount_bytes{0};
+  // Not counters: how the background fetch of every layer of the mount
+  // knows that reads need the network (reads waiting now, and when the last
+  // read had to wait, steady-clock nanoseconds).
+  std::atomic<int64_t> reads_waiting{0};
+  std::atomic<int64_t> last_wait_ns{0};
 };
+
+class ChunkCache;
 
 enum class Prefetch { kNone, kLandmark, kAll };
 
@@ -66,9 +86,11 @@ struct LazyOptions {
   SourceOpener opener;
   std::shared_ptr<FetchStats> stats = std::make_shared<FetchStats>();
   // kLandmark: the region before .prefetch.landmark in one request at mount;
-  // kAll: that, then every other chunk in the background, one at a time and
-  // pausing while reads wait for fetches.
+  // kAll: that, then every other piece in the background once reads have
+  // not waited for the network for a moment, pausing whenever they do.
   Prefetch prefetch = Prefetch::kAll;
+  // The size limit of the store's chunk cache (chunk_cache.h); none when null.
+  std::shared_ptr<ChunkCache> cache;
 };
 
 // Indexes the layer (its blob must be in the store) unless it already is.

@@ -15,6 +15,9 @@ struct PullOptions {
   // Index eStargz / zstd:chunked layers from their TOC instead of
   // downloading them (their bytes are fetched when first read).
   bool lazy = false;
+  // With lazy: index plain gzip layers from the image's ucrfs index when its
+  // registry has one (remote_index.h), instead of downloading them.
+  bool remote_index = true;
 };
 
 struct PullResult {
@@ -22,7 +25,8 @@ struct PullResult {
   fetch::ResolvedImage image;
   int blobs_fetched = 0;    // blobs downloaded by this pull
   int blobs_reused = 0;     // blobs the store already had
-  int layers_lazy = 0;      // layers indexed from their TOC, not downloaded
+  int layers_lazy = 0;      // layers indexed from their TOC or a ucrfs index, not downloaded
+  int layers_remote_index = 0;  // of those, from a ucrfs index
   uint64_t bytes_fetched = 0;
 };
 

@@ -41,6 +41,9 @@ struct ImageRecord {
   fetch::Descriptor config;
   std::vector<fetch::Descriptor> layers;  // base first
   int64_t pulled_at = 0;                  // unix seconds
+  // A read trace (trace.h) that came with the image's ucrfs index: its blob
+  // is in the store, and a mount replays it unless told otherwise.
+  std::optional<Digest> trace;
 
   std::string ToJson() const;
   static Result<ImageRecord> FromJson(std::string_view json);

@@ -1,0 +1,328 @@
+#include "fetcher.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "ucrfs/common/log.h"
+#include "ucrfs/index/chunk_cache.h"
+
+namespace ucrfs::index {
+namespace {
+
+// Bytes between two pieces that are still worth fetching in the same request
+// (eStargz puts a small gzip member of tar headers between chunks).
+constexpr uint64_t kMaxGap = 64 << 10;
+// Largest request an on-demand read makes by coalescing.
+constexpr uint64_t kMaxReadRequest = 16 << 20;
+// What a read that must fetch also takes of the missing pieces after the
+// ones it needs (the next small files of a directory usually follow in the
+// blob): fewer round trips for a few more bytes.
+constexpr uint64_t kNeighbours = 128 << 10;
+// The background fetch starts, and resumes, only once no read of the mount
+// has waited for the network for this long.
+constexpr int64_t kQuietNs = 500'000'000;
+// Size of the background prefetch's requests: large enough to be efficient,
+// small enough that little is fetched twice when a read overtakes one.
+constexpr uint64_t kPrefetchRequest = 1 << 20;
+
+uint64_t End(const Piece& p) { return p.blob_offset + p.blob_size; }
+
+// b can come in the same request as a: it starts where a ends (or one byte
+// before: gzip spans share the byte a checkpoint starts in) or a little after.
+bool Adjacent(const Piece& a, const Piece& b) {
+  return b.blob_offset + 1 >= End(a) && b.blob_offset <= End(a) + kMaxGap;
+}
+
+// Writes a verified piece: temporary name, then rename, so a reader never
+// sees a partial piece.
+Status CacheFile(const std::string& path, std::string_view bytes) {
+  std::string tmp = fmt::format("{}.tmp-{}-{:x}", path, ::getpid(), std::random_device{}());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd.valid()) return ErrnoError("create " + tmp);
+  Status st = WriteAll(fd.get(), bytes, tmp);
+  fd.reset();
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError("rename " + tmp);
+  if (!st.ok()) ::unlink(tmp.c_str());
+  return st;
+}
+
+std::vector<std::string> PathsOf(const Store& store, const std::vector<Piece>& pieces) {
+  std::vector<std::string> out;
+  out.reserve(pieces.size());
+  for (const Piece& p : pieces) out.push_back(store.ChunkPath(p.key));
+  return out;
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t NsSince(std::chrono::steady_clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
+}  // namespace
+
+PieceFetcher::PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
+                           LazyOptions lazy)
+    : store_(store), layer_(std::move(layer)), pieces_(std::move(pieces)), paths_(PathsOf(store, pieces_)),
+      codec_(std::move(codec)), lazy_(std::move(lazy)) {}
+
+PieceFetcher::~PieceFetcher() {
+  stop_ = true;
+  if (prefetcher_.joinable()) prefetcher_.join();
+}
+
+Result<UniqueFd> PieceFetcher::OpenCached(size_t i) {
+  UniqueFd fd(::open(paths_[i].c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("open " + paths_[i]);
+  return fd;
+}
+
+Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
+  if (auto fd = OpenCached(i); fd.ok()) {
+    ++lazy_.stats->cache_hits;
+    if (lazy_.cache) lazy_.cache->Used(paths_[i]);
+    return fd;
+  }
+  ++lazy_.stats->cache_misses;
+  ++waiting_;
+  ++lazy_.stats->reads_waiting;
+  auto started = std::chrono::steady_clock::now();
+  through = std::min(through, pieces_.size() - 1);
+  std::vector<size_t> wanted;
+  for (size_t k = i; k <= through; ++k) wanted.push_back(k);
+  for (size_t k = through + 1; k < pieces_.size() && k <= through + 64; ++k) wanted.push_back(k);
+  uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
+  Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));
+  // Rarely more than once: only when the cache evicts the piece between its
+  // fetch and this open.
+  // A small cache limit caps coalescing: a run must never evict its own
+  // first piece before it is opened.
+  uint64_t cap = std::min(kMaxReadRequest, std::max(needed, kNeighbours));
+  if (lazy_.cache && lazy_.cache->max_bytes() > 0) cap = std::min(cap, lazy_.cache->max_bytes() / 4);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::vector<size_t> run = Claim(wanted, cap, /*background=*/false);
+    Status st = run.empty() ? WaitOrOvertake(i) : FetchClaimed(run, /*background=*/false);
+    if (!st.ok()) {
+      out = st.error();
+      break;
+    }
+    if (auto fd = OpenCached(i); fd.ok()) {
+      out = std::move(fd);
+      break;
+    }
+  }
+  lazy_.stats->wait_ns += NsSince(started);
+  lazy_.stats->last_wait_ns = NowNs();
+  --lazy_.stats->reads_waiting;
+  --waiting_;
+  return out;
+}
+
+std::vector<size_t> PieceFetcher::Claim(const std::vector<size_t>& candidates, uint64_t max_bytes,
+                                        bool background) {
+  std::vector<size_t> run;
+  std::lock_guard lock(mu_);
+  uint64_t start = 0, end = 0;
+  for (size_t k : candidates) {
+    const Piece& p = pieces_[k];
+    if (!run.empty()) {
+      if (!Adjacent(pieces_[run.back()], p)) break;
+      if (std::max(end, End(p)) - start > max_bytes) break;
+    }
+    if (flights_.contains(paths_[k]) || overtaking_.contains(paths_[k]) || PathExists(paths_[k])) break;
+    auto flight = std::make_shared<Flight>();
+    flight->background = background;
+    flights_.emplace(paths_[k], std::move(flight));
+    if (run.empty()) start = p.blob_offset;
+    end = std::max(end, End(p));
+    run.push_back(k);
+  }
+  return run;
+}
+
+Status PieceFetcher::WaitOrOvertake(size_t i) {
+  std::unique_lock lock(mu_);
+  std::shared_ptr<Flight> flight;
+  if (auto it = overtaking_.find(paths_[i]); it != overtaking_.end()) {
+    flight = it->second;
+  } else if (auto it = flights_.find(paths_[i]); it != flights_.end() && !it->second->background) {
+    flight = it->second;
+  } else if (it == flights_.end()) {
+    return Ok();  // finished meanwhile
+  }
+  if (flight) {
+    cv_.wait(lock, [&] { return flight->done; });
+    return flight->status;
+  }
+  flight = std::make_shared<Flight>();
+  overtaking_.emplace(paths_[i], flight);
+  lock.unlock();
+  const Piece& p = pieces_[i];
+  auto data = CompressedBytes(p.blob_offset, p.blob_size);
+  Status st = data.ok() ? Keep(i, *data) : Status(data.error());
+  if (!st.ok()) {
+    ++lazy_.stats->fetch_errors;
+    spdlog::warn("layer {}: {}", layer_.digest.str(), st.error().message());
+  }
+  lock.lock();
+  flight->status = st;
+  flight->done = true;
+  overtaking_.erase(paths_[i]);
+  cv_.notify_all();
+  return st;
+}
+
+void PieceFetcher::Finish(const std::vector<size_t>& run, const std::vector<Status>& results) {
+  std::lock_guard lock(mu_);
+  for (size_t j = 0; j < run.size(); ++j) {
+    auto it = flights_.find(paths_[run[j]]);
+    it->second->status = results[j];
+    it->second->done = true;
+    flights_.erase(it);
+  }
+  cv_.notify_all();
+}
+
+Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool background) {
+  uint64_t start = pieces_[run.front()].blob_offset, end = 0;
+  for (size_t k : run) end = std::max(end, End(pieces_[k]));
+  auto data = CompressedBytes(start, end - start);
+  std::vector<Status> results;
+  for (size_t k : run) {
+    const Piece& p = pieces_[k];
+    if (!data.ok()) {
+      results.push_back(data.error());
+    } else if (p.blob_offset + p.blob_size - start > data->size()) {
+      results.push_back(Error(Errc::kProtocol, fmt::format("layer {}: short range at offset {}", layer_.digest.str(),
+                                                           p.blob_offset)));
+    } else {
+      results.push_back(Keep(k, std::string_view(*data).substr(p.blob_offset - start, p.blob_size)));
+    }
+  }
+  size_t failed = 0;
+  for (const Status& st : results) failed += st.ok() ? 0 : 1;
+  if (failed > 0) {
+    ++lazy_.stats->fetch_errors;
+    const Status& first = *std::find_if(results.begin(), results.end(), [](const Status& s) { return !s.ok(); });
+    if (background) {
+      spdlog::info("layer {}: background fetch: {}", layer_.digest.str(), first.error().message());
+    } else {
+      spdlog::warn("layer {}: {}", layer_.digest.str(), first.error().message());
+    }
+  }
+  if (background) lazy_.stats->prefetched_chunks += run.size() - failed;
+  Finish(run, results);
+  return results.front();
+}
+
+Status PieceFetcher::Keep(size_t i, std::string_view compressed) {
+  UCRFS_ASSIGN(std::string cached, codec_(pieces_[i], compressed));
+  UCRFS_TRY(CacheFile(paths_[i], cached));
+  if (lazy_.cache) {
+    lazy_.cache->Added(paths_[i], cached.size());
+    lazy_.stats->cache_bytes = lazy_.cache->bytes();
+    lazy_.stats->evictions = lazy_.cache->evictions();
+  }
+  ++lazy_.stats->chunks_fetched;
+  return Ok();
+}
+
+// Compressed bytes of the blob: from the blob file when the store has it (a
+// full pull happened since), else from the source by Range.
+Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size) {
+  if (store_.HasBlob(layer_.digest)) return ReadFileRange(store_.BlobPath(layer_.digest), offset, size);
+  std::shared_ptr<fetch::ImageSource> source;
+  {
+    std::lock_guard lock(source_mu_);
+    if (source_ == nullptr) {
+      if (!lazy_.opener) return Error(Errc::kInternal, "lazy layer " + layer_.digest.str() + " has no source");
+      auto s = lazy_.opener();
+      if (!s.ok()) return s.error();
+      source_ = *s;
+    }
+    source = source_;
+  }
+  ++lazy_.stats->requests;
+  auto data = source->GetBlobRange(layer_, offset, size);
+  if (data.ok()) lazy_.stats->bytes_fetched += data->size();
+  return data;
+}
+
+void PieceFetcher::StartPrefetch(uint64_t landmark_end) {
+  if (lazy_.prefetch == Prefetch::kNone || prefetcher_.joinable()) return;
+  prefetcher_ = std::thread([this, landmark_end] { RunPrefetch(landmark_end); });
+}
+
+void PieceFetcher::RunPrefetch(uint64_t landmark_end) {
+  ++lazy_.stats->prefetch_running;
+  if (landmark_end > 0) PrefetchLandmark(landmark_end);
+  if (lazy_.prefetch == Prefetch::kAll) PrefetchAll();
+  --lazy_.stats->prefetch_running;
+}
+
+// The region before the landmark in one request: every piece inside it.
+void PieceFetcher::PrefetchLandmark(uint64_t landmark_end) {
+  std::vector<size_t> inside;
+  for (size_t k = 0; k < pieces_.size(); ++k) {
+    if (End(pieces_[k]) <= landmark_end) inside.push_back(k);
+  }
+  if (inside.empty()) return;
+  auto region = CompressedBytes(0, landmark_end);
+  if (!region.ok()) {
+    spdlog::info("layer {}: prefetch of the landmark region failed: {}", layer_.digest.str(),
+                 region.error().message());
+    return;
+  }
+  for (size_t k : inside) {
+    if (stop_) return;
+    std::vector<size_t> run = Claim({k}, UINT64_MAX, /*background=*/true);
+    if (run.empty()) continue;
+    Status st = Keep(k, std::string_view(*region).substr(pieces_[k].blob_offset, pieces_[k].blob_size));
+    if (st.ok()) ++lazy_.stats->prefetched_chunks;
+    Finish(run, {st});
+  }
+}
+
+// Every missing piece in blob order, 1 MiB per request, once the mount's
+// reads have stopped waiting for the network for a moment (the container is
+// up), standing aside again whenever they wait.
+void PieceFetcher::PrefetchAll() {
+  std::vector<size_t> order(pieces_.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return pieces_[a].blob_offset < pieces_[b].blob_offset; });
+  for (size_t pos = 0; pos < order.size();) {
+    while (!stop_ && (waiting_ > 0 || lazy_.stats->reads_waiting > 0 ||
+                      NowNs() - lazy_.stats->last_wait_ns.load() < kQuietNs)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (stop_) return;
+    if (lazy_.cache && lazy_.cache->NearlyFull()) {
+      spdlog::info("layer {}: chunk cache nearly full; background fetch stops", layer_.digest.str());
+      return;
+    }
+    std::vector<size_t> candidates(order.begin() + static_cast<ptrdiff_t>(pos),
+                                   order.begin() + static_cast<ptrdiff_t>(std::min(order.size(), pos + 256)));
+    std::vector<size_t> run = Claim(candidates, kPrefetchRequest, /*background=*/true);
+    if (run.empty()) {
+      ++pos;  // cached, or a read is fetching it
+      continue;
+    }
+    pos += run.size();
+    // The source is unreachable or lying: leave the rest to on-demand reads
+    // rather than hammering it.
+    if (!FetchClaimed(run, /*background=*/true).ok()) return;
+  }
+}
+
+}  // namespace ucrfs::index

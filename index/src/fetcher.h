@@ -1,0 +1,120 @@
+// The fetch path of lazy layers, shared by every lazy format.
+//
+// A lazy layer's blob is cut into pieces — eStargz / zstd:chunked chunks,
+// or the compressed spans between two gzip checkpoints — each fetched whole
+// by a Range request the first time it is needed, verified, and kept as a
+// file in <store>/chunks named by its digest. The PieceFetcher owns:
+//  * single flight: one request per piece however many readers want it; the
+//    others wait for it (a read never waits behind the background fetch's
+//    larger request: it fetches the piece it needs on its own);
+//  * coalescing: a read that needs several missing pieces lying next to each
+//    other in the blob fetches them with one request;
+//  * background prefetch: the .prefetch.landmark region in one request, then
+//    (Prefetch::kAll) every missing piece in blob order, in requests of a few
+//    MiB, pausing while on-demand reads wait for the network and stopping
+//    when the chunk cache is nearly full;
+//  * accounting in FetchStats and the ChunkCache.
+// The bounded connection pool and request timeouts are the source's
+// (fetch::SourceOptions), so a piece that cannot be fetched fails its readers
+// with an error (EIO) instead of hanging.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ucrfs/common/file.h"
+#include "ucrfs/index/layers.h"
+
+namespace ucrfs::index {
+
+struct Piece {
+  uint64_t blob_offset = 0;
+  uint64_t blob_size = 0;
+  Digest key = Digest::Sha256Of("");  // names the cache file
+};
+
+// Turns a piece's compressed bytes into what is cached, verifying them (an
+// eStargz chunk is decoded and checked against its chunkDigest; a gzip span
+// is kept as it is, checked against the digest its index records).
+using PieceCodec = std::function<Result<std::string>(const Piece& piece, std::string_view compressed)>;
+
+class PieceFetcher {
+ public:
+  // pieces: in the order reads walk them (adjacent entries usually adjacent
+  // in the blob too).
+  PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
+               LazyOptions lazy);
+  ~PieceFetcher();
+  PieceFetcher(const PieceFetcher&) = delete;
+  PieceFetcher& operator=(const PieceFetcher&) = delete;
+
+  // The cached file of piece i, open for reading, fetched first if needed.
+  // When it must be fetched, the missing pieces after it up to `through`
+  // (what the same read needs next) come in the same request if they are
+  // adjacent in the blob. Once open, the file stays readable even if the
+  // cache evicts it.
+  Result<UniqueFd> Open(size_t i, size_t through);
+
+  // Starts the background prefetch (per LazyOptions::prefetch): the bytes
+  // before landmark_end (0: none) in one request, then with kAll the rest.
+  void StartPrefetch(uint64_t landmark_end);
+
+  const std::vector<Piece>& pieces() const { return pieces_; }
+  const std::string& path(size_t i) const { return paths_[i]; }
+  const fetch::Descriptor& layer() const { return layer_; }
+
+ private:
+  struct Flight {
+    bool background = false;
+    bool done = false;
+    Status status;
+  };
+
+  Result<UniqueFd> OpenCached(size_t i);
+  // Claims, for this thread to fetch, the longest prefix of `candidates`
+  // (piece indexes) that are missing, not in flight, each adjacent in the
+  // blob to the one before, within max_bytes in all; empty when the first is
+  // cached or already in flight.
+  std::vector<size_t> Claim(const std::vector<size_t>& candidates, uint64_t max_bytes, bool background);
+  // Fetches claimed pieces with one request, caches each, ends their flights.
+  Status FetchClaimed(const std::vector<size_t>& run, bool background);
+  void Finish(const std::vector<size_t>& run, const std::vector<Status>& results);
+  // Waits for the flight of piece i, if there is one; but a piece that only
+  // the background fetch is after is fetched now, on its own, rather than
+  // behind the background's larger request.
+  Status WaitOrOvertake(size_t i);
+  Status Keep(size_t i, std::string_view compressed);
+  Result<std::string> CompressedBytes(uint64_t offset, uint64_t size);
+  void RunPrefetch(uint64_t landmark_end);
+  void PrefetchLandmark(uint64_t landmark_end);
+  void PrefetchAll();
+
+  const Store& store_;
+  const fetch::Descriptor layer_;
+  const std::vector<Piece> pieces_;
+  const std::vector<std::string> paths_;  // cache file of each piece
+  const PieceCodec codec_;
+  const LazyOptions lazy_;
+  std::atomic<int> waiting_{0};  // on-demand reads waiting for the network
+  std::atomic<bool> stop_{false};
+
+  std::mutex source_mu_;
+  std::shared_ptr<fetch::ImageSource> source_;  // guarded by source_mu_
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::shared_ptr<Flight>> flights_;  // by cache path; guarded by mu_
+  // Pieces a read fetches ahead of the background request that has them.
+  std::map<std::string, std::shared_ptr<Flight>> overtaking_;  // by cache path; guarded by mu_
+
+  std::thread prefetcher_;  // started last, joined first
+};
+
+}  // namespace ucrfs::index

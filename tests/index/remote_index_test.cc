@@ -1,0 +1,384 @@
+// ucrfs layer indexes (remote_index.h) and lazy gzip layers: a layer index
+// round trip, what decoding refuses, and reads of a gzip layer through its
+// spans from a counting in-memory source (one request per span however many
+// readers, adjacent spans coalesced, a corrupt span refused and not cached,
+// the chunk cache held to its limit).
+#include "ucrfs/index/remote_index.h"
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "harness/test_util.h"
+#include "ucrfs/common/file.h"
+#include "ucrfs/index/chunk_cache.h"
+#include "ucrfs/index/layers.h"
+#include "ucrfs/index/store.h"
+
+namespace ucrfs::index {
+namespace {
+
+namespace fs = std::filesystem;
+using harness::Sh;
+using harness::TempDir;
+using harness::WriteBytes;
+
+constexpr uint64_t kSpan = 256 << 10;
+
+// Serves one blob by Range, counting requests and bytes; can flip one byte.
+class CountingSource final : public fetch::ImageSource {
+ public:
+  explicit CountingSource(std::string blob) : blob_(std::move(blob)) {}
+  std::string Describe() const override { return "counting source"; }
+  Result<fetch::ManifestBlob> GetRootManifest() override { return Error(Errc::kUnsupported, "no manifest"); }
+  Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor&) override {
+    return Error(Errc::kUnsupported, "no manifest");
+  }
+  Result<std::optional<fetch::ManifestBlob>> GetTaggedManifest(const std::string&) override {
+    return std::optional<fetch::ManifestBlob>();
+  }
+  Status GetBlob(const fetch::Descriptor&, fetch::BlobSink&) override {
+    return Error(Errc::kUnsupported, "whole blob asked for");
+  }
+  Result<std::string> GetBlobRange(const fetch::Descriptor&, uint64_t offset, uint64_t length) override {
+    // Slow enough that concurrent readers of one span meet in flight.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ++requests;
+    std::string out = blob_.substr(offset, length);
+    bytes += out.size();
+    uint64_t c = corrupt_at.load();
+    if (c != UINT64_MAX && c >= offset && c < offset + out.size()) out[c - offset] ^= 0x55;
+    std::lock_guard lock(mu);
+    ranges.emplace_back(offset, out.size());
+    return out;
+  }
+
+  std::atomic<uint64_t> requests{0}, bytes{0};
+  std::atomic<uint64_t> corrupt_at{UINT64_MAX};
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+
+ private:
+  std::string blob_;
+};
+
+class RemoteIndexTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("ucrfs-remote-index-test");
+    const std::string root = *dir_ / "root";
+    fs::create_directories(root + "/d");
+    std::mt19937_64 rng(7);
+    std::string big;
+    while (big.size() < (6 << 20)) {  // half random, half text: spans of very different compressed sizes
+      if (rng() % 2) {
+        for (int i = 0; i < 8192; ++i) big.push_back(static_cast<char>(rng()));
+      } else {
+        for (int i = 0; i < 800; ++i) big += "layer index span ";
+      }
+    }
+    WriteBytes(root + "/big", big);
+    for (int i = 0; i < 50; ++i) WriteBytes(root + "/d/f" + std::to_string(i), std::string(i * 100, 'a' + i % 26));
+    ASSERT_EQ(Sh("tar -C " + root + " --sort=name --owner=0 --group=0 --mtime=@1700000000 -cf " + *dir_ / "layer.tar" +
+                 " . && gzip -6 -n -c " + *dir_ / "layer.tar" + " > " + *dir_ / "layer.tar.gz"),
+              0);
+    tar_ = new std::string(*ReadFile(*dir_ / "layer.tar"));
+    blob_ = new std::string(*ReadFile(*dir_ / "layer.tar.gz"));
+    desc_ = new fetch::Descriptor();
+    desc_->media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    desc_->digest = Digest::Sha256Of(*blob_);
+    desc_->size = static_cast<int64_t>(blob_->size());
+
+    // The source store holds the blob: that is where an index is built.
+    auto store = Store::Open(*dir_ / "src-store", Store::Mode::kReadWrite);
+    ASSERT_TRUE(store.ok());
+    auto staging = (*store)->BeginStaging();
+    ASSERT_TRUE(staging.ok());
+    ASSERT_TRUE((*staging)->PutBytes(desc_->digest, *blob_).ok());
+    ASSERT_TRUE((*staging)->PutBytes(Digest::Sha256Of("manifest"), "manifest").ok());
+    ASSERT_TRUE((*staging)->PutBytes(Digest::Sha256Of("{}"), "{}").ok());
+    ImageRecord rec;
+    rec.key = "127.0.0.1:1/t/img:latest";
+    rec.manifest_digest = Digest::Sha256Of("manifest");
+    rec.config.digest = Digest::Sha256Of("{}");
+    rec.layers = {*desc_};
+    ASSERT_TRUE((*store)->CommitImage(**staging, rec).ok());
+    auto built = BuildLayerIndex(**store, *desc_, kSpan);
+    ASSERT_TRUE(built.ok()) << built.error().message();
+    index_ = new LayerIndex(std::move(*built));
+  }
+  static void TearDownTestSuite() {
+    delete index_;
+    delete desc_;
+    delete blob_;
+    delete tar_;
+    delete dir_;
+  }
+
+  // A fresh store with the layer imported from its index, and a reader of
+  // it fetching from `source`.
+  struct Lazy {
+    std::unique_ptr<Store> store;
+    LazyOptions opts;
+    std::unique_ptr<LayerReader> reader;
+  };
+  static Lazy OpenLazy(const std::string& name, std::shared_ptr<CountingSource> source, uint64_t cache_limit = 0) {
+    Lazy l;
+    auto store = Store::Open(*dir_ / name, Store::Mode::kReadWrite);
+    EXPECT_TRUE(store.ok());
+    l.store = std::move(*store);
+    auto rec = ImportLayerIndex(*l.store, *desc_, *index_);
+    EXPECT_TRUE(rec.ok()) << rec.error().message();
+    EXPECT_EQ(rec->format, LayerFormat::kGzipLazy);
+    l.opts.opener = [source]() -> Result<std::shared_ptr<fetch::ImageSource>> {
+      return std::shared_ptr<fetch::ImageSource>(source);
+    };
+    l.opts.prefetch = Prefetch::kNone;
+    l.opts.cache = ChunkCache::Open(*dir_ / name + "/chunks", cache_limit);
+    auto reader = LayerReader::Open(*l.store, *desc_, *rec, l.opts);
+    EXPECT_TRUE(reader.ok()) << reader.error().message();
+    l.reader = std::move(*reader);
+    return l;
+  }
+
+  static std::string Read(LayerReader& r, uint64_t off, size_t len, Status* st = nullptr) {
+    std::string buf(len, '\0');
+    auto n = r.ReadAt(off, buf.data(), len);
+    if (st) *st = n.ok() ? Ok() : Status(n.error());
+    if (!n.ok()) return "";
+    buf.resize(*n);
+    return buf;
+  }
+
+  static uint64_t SpansTouching(uint64_t lo, uint64_t hi) {
+    uint64_t n = 0;
+    const auto& cps = index_->checkpoints;
+    for (size_t i = 0; i < cps.size(); ++i) {
+      uint64_t end = i + 1 < cps.size() ? cps[i + 1].out_offset : index_->decoded_size;
+      if (cps[i].out_offset < hi && end > lo) ++n;
+    }
+    return n;
+  }
+
+  static uint64_t CacheFiles(const std::string& store) {
+    uint64_t n = 0;
+    for (auto& e : fs::recursive_directory_iterator(*dir_ / store + "/chunks")) n += e.is_regular_file() ? 1 : 0;
+    return n;
+  }
+
+  static TempDir* dir_;
+  static std::string* tar_;
+  static std::string* blob_;
+  static fetch::Descriptor* desc_;
+  static LayerIndex* index_;
+};
+
+TempDir* RemoteIndexTest::dir_;
+std::string* RemoteIndexTest::tar_;
+std::string* RemoteIndexTest::blob_;
+fetch::Descriptor* RemoteIndexTest::desc_;
+LayerIndex* RemoteIndexTest::index_;
+
+TEST(RemoteIndexTag, DerivedFromTheManifestDigest) {
+  Digest d = Digest::Sha256Of("m");
+  EXPECT_EQ(IndexTag(d), "sha256-" + d.hex() + ".ucrfs");
+  EXPECT_LE(IndexTag(d).size(), 128u);  // the distribution spec's tag limit
+}
+
+TEST_F(RemoteIndexTest, BuildRecordsEntriesCheckpointsAndSpanDigests) {
+  EXPECT_EQ(index_->decoded_size, tar_->size());
+  EXPECT_GE(index_->entries.size(), 53u);  // ., big, d, 50 files
+  EXPECT_GE(index_->checkpoints.size(), 20u);
+  ASSERT_EQ(index_->span_digests.size(), index_->checkpoints.size());
+  uint64_t covered = 0;
+  for (size_t i = 0; i < index_->checkpoints.size(); ++i) {
+    SpanRange r = SpanOf(index_->checkpoints, i, blob_->size());
+    EXPECT_EQ(index_->span_digests[i], Digest::Sha256Of(blob_->substr(r.offset, r.size))) << "span " << i;
+    EXPECT_LE(r.offset, covered) << "span " << i << " leaves a gap";
+    covered = r.offset + r.size;
+  }
+  EXPECT_EQ(covered, blob_->size());
+}
+
+TEST_F(RemoteIndexTest, EncodeDecodeRoundTrip) {
+  std::string blob = EncodeLayerIndex(*index_);
+  auto back = DecodeLayerIndex(blob, *desc_);
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->decoded_size, index_->decoded_size);
+  ASSERT_EQ(back->entries.size(), index_->entries.size());
+  for (size_t i = 0; i < back->entries.size(); ++i) EXPECT_EQ(back->entries[i].path, index_->entries[i].path);
+  ASSERT_EQ(back->checkpoints.size(), index_->checkpoints.size());
+  for (size_t i = 0; i < back->checkpoints.size(); ++i) {
+    EXPECT_EQ(back->checkpoints[i].in_offset, index_->checkpoints[i].in_offset);
+    EXPECT_EQ(back->checkpoints[i].window, index_->checkpoints[i].window);
+  }
+  EXPECT_EQ(back->span_digests, index_->span_digests);
+}
+
+TEST_F(RemoteIndexTest, DecodeRefusesWhatDoesNotCheckOut) {
+  auto refused = [&](const LayerIndex& idx, const fetch::Descriptor& d, std::string_view why) {
+    auto r = DecodeLayerIndex(EncodeLayerIndex(idx), d);
+    EXPECT_FALSE(r.ok()) << why;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().message().find(desc_->digest.str()), std::string::npos) << r.error().message();
+      EXPECT_EQ(r.error().message().find('\n'), std::string::npos);
+    }
+  };
+  fetch::Descriptor other = *desc_;
+  other.digest = Digest::Sha256Of("another layer");
+  EXPECT_FALSE(DecodeLayerIndex(EncodeLayerIndex(*index_), other).ok()) << "index of another layer";
+  fetch::Descriptor resized = *desc_;
+  resized.size += 1;
+  refused(*index_, resized, "wrong layer size");
+
+  LayerIndex bad = *index_;
+  bad.entries[3].path = "../escape";
+  refused(bad, *desc_, "path with ..");
+  bad = *index_;
+  bad.entries[3].path = "/abs";
+  refused(bad, *desc_, "absolute path");
+  bad = *index_;
+  bad.entries[3].path = "d//x";
+  refused(bad, *desc_, "unnormalized path");
+  bad = *index_;
+  for (auto& e : bad.entries) {
+    if (!e.extents.empty()) {
+      e.extents[0].stream_offset = index_->decoded_size;
+      break;
+    }
+  }
+  refused(bad, *desc_, "extent past the stream");
+  bad = *index_;
+  std::swap(bad.checkpoints[1], bad.checkpoints[2]);
+  refused(bad, *desc_, "checkpoints out of order");
+  bad = *index_;
+  bad.checkpoints.back().in_offset = blob_->size() + 10;
+  refused(bad, *desc_, "checkpoint past the blob");
+  bad = *index_;
+  bad.span_digests.pop_back();
+  refused(bad, *desc_, "a span digest missing");
+
+  std::string blob = EncodeLayerIndex(*index_);
+  EXPECT_FALSE(DecodeLayerIndex(blob.substr(0, blob.size() - 7), *desc_).ok()) << "truncated";
+  EXPECT_FALSE(DecodeLayerIndex("not zstd at all", *desc_).ok());
+  EXPECT_FALSE(DecodeLayerIndex("", *desc_).ok());
+}
+
+TEST_F(RemoteIndexTest, LazyReadsMatchTheTarAndFetchEachSpanOnce) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  Lazy l = OpenLazy("store-all", src);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 200; ++i) {
+    uint64_t off = rng() % tar_->size();
+    size_t len = 1 + rng() % (300 << 10);
+    ASSERT_TRUE(Read(*l.reader, off, len) == tar_->substr(off, len)) << "at " << off << " len " << len;
+  }
+  ASSERT_TRUE(Read(*l.reader, 0, tar_->size()) == *tar_);
+  EXPECT_LE(src->bytes.load(), blob_->size() + index_->checkpoints.size()) << "a span was fetched twice";
+  std::set<uint64_t> starts;
+  for (auto& [off, len] : src->ranges) EXPECT_TRUE(starts.insert(off).second) << "range at " << off << " twice";
+}
+
+TEST_F(RemoteIndexTest, ASmallReadFetchesOnlyItsSpans) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  Lazy l = OpenLazy("store-small", src);
+  uint64_t off = tar_->size() / 2;
+  ASSERT_TRUE(Read(*l.reader, off, 4096) == tar_->substr(off, 4096));
+  EXPECT_EQ(src->requests.load(), 1u);
+  EXPECT_LT(src->bytes.load(), blob_->size() / 5) << "4 KiB read fetched too much";
+}
+
+TEST_F(RemoteIndexTest, AdjacentSpansComeInOneRequest) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  Lazy l = OpenLazy("store-coalesce", src);
+  uint64_t off = 1 << 20, len = 2 << 20;
+  ASSERT_GE(SpansTouching(off, off + len), 4u);
+  ASSERT_TRUE(Read(*l.reader, off, len) == tar_->substr(off, len));
+  EXPECT_EQ(src->requests.load(), 1u) << "a 2 MiB read over " << SpansTouching(off, off + len)
+                                      << " missing adjacent spans";
+}
+
+TEST_F(RemoteIndexTest, ConcurrentReadersOfOneSpanCauseOneRequest) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  Lazy l = OpenLazy("store-concurrent", src);
+  uint64_t base = 3 * kSpan + 1000;  // 8 reads inside one 256 KiB decoded chunk
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      // Gaps between the reads, so that none continues another (which
+      // would rightly fetch the spans ahead of it too).
+      uint64_t off = base + static_cast<uint64_t>(t) * 8192;
+      if (Read(*l.reader, off, 4096) == tar_->substr(off, 4096)) ++good;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 8);
+  EXPECT_EQ(src->requests.load(), 1u);
+}
+
+TEST_F(RemoteIndexTest, ACorruptSpanFailsTheReadAndIsNotCached) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  Lazy l = OpenLazy("store-corrupt", src);
+  size_t k = index_->checkpoints.size() / 2;
+  SpanRange r = SpanOf(index_->checkpoints, k, blob_->size());
+  src->corrupt_at = r.offset + r.size / 2;
+  uint64_t off = index_->checkpoints[k].out_offset + 10;
+  Status st;
+  Read(*l.reader, off, 100, &st);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), Errc::kDigestMismatch) << st.error().message();
+  EXPECT_FALSE(PathExists(l.store->ChunkPath(index_->span_digests[k]))) << "the corrupt span was cached";
+  src->corrupt_at = UINT64_MAX;
+  EXPECT_TRUE(Read(*l.reader, off, 100) == tar_->substr(off, 100));
+  EXPECT_TRUE(PathExists(l.store->ChunkPath(index_->span_digests[k])));
+}
+
+TEST_F(RemoteIndexTest, TheChunkCacheStaysWithinItsLimit) {
+  auto src = std::make_shared<CountingSource>(*blob_);
+  const uint64_t limit = 512 << 10;
+  Lazy l = OpenLazy("store-limit", src, limit);
+  ASSERT_TRUE(Read(*l.reader, 0, tar_->size()) == *tar_);
+  uint64_t on_disk = 0, largest = 0;
+  for (auto& e : fs::recursive_directory_iterator(*dir_ / "store-limit/chunks")) {
+    if (!e.is_regular_file()) continue;
+    on_disk += e.file_size();
+    largest = std::max<uint64_t>(largest, e.file_size());
+  }
+  EXPECT_LE(on_disk, limit + largest);
+  EXPECT_GT(l.opts.cache->evictions(), 0u);
+  EXPECT_EQ(l.opts.cache->bytes(), on_disk);
+  // Evicted spans come back when read again.
+  EXPECT_TRUE(Read(*l.reader, 100, 5000) == tar_->substr(100, 5000));
+}
+
+TEST(ChunkCacheTest, CountsWhatIsThereAndEvictsLeastRecentlyUsed) {
+  TempDir dir("ucrfs-chunk-cache-test");
+  fs::create_directories(dir / "sha256");
+  for (int i = 0; i < 4; ++i) WriteBytes(dir / ("sha256/old" + std::to_string(i)), std::string(1000, 'x'));
+  auto cache = ChunkCache::Open(dir.path(), 3500);
+  EXPECT_EQ(cache->bytes(), 4000u) << "nothing is removed until something is added";
+  cache->Used(dir / "sha256/old0");
+  WriteBytes(dir / "sha256/new", std::string(1000, 'y'));
+  cache->Added(dir / "sha256/new", 1000);
+  EXPECT_LE(cache->bytes(), 3500u);
+  EXPECT_TRUE(PathExists(dir / "sha256/new"));
+  EXPECT_TRUE(PathExists(dir / "sha256/old0")) << "a piece just used was evicted";
+  EXPECT_EQ(cache->evictions(), 2u);
+  EXPECT_FALSE(cache->NearlyFull()) << cache->bytes();  // 3000 of 3500
+  WriteBytes(dir / "sha256/more", std::string(200, 'z'));
+  cache->Added(dir / "sha256/more", 200);
+  EXPECT_TRUE(cache->NearlyFull()) << cache->bytes();  // at 90% background fetching stops
+  auto unlimited = ChunkCache::Open(dir.path(), 0);
+  EXPECT_FALSE(unlimited->NearlyFull());
+}
+
+}  // namespace
+}  // namespace ucrfs::index

@@ -1,0 +1,339 @@
+"""Unmodified gzip images mounted lazily through a ucrfs index (issue 4).
+
+The image is test_lazy's (two gzip layers: a 20 MiB file, many small files,
+links, xattrs, modes, devices, whiteouts, an opaque directory), pushed
+unchanged to a docker-registry on loopback. `ucrfs index push` builds its
+index (checkpoints every 256 KiB, so that the test image has many spans)
+and pushes it to the same repository, tagged sha256-<manifest hex>.ucrfs.
+
+Contract under test:
+- `index push` prints the artifact digest and the tag; the registry holds an
+  OCI manifest with the ucrfs artifactType, the image manifest as subject,
+  one layer index per gzip layer naming its layer; pushing again gives the
+  same digest; a source that is not a registry is refused in one line;
+- a mount from that registry equals `umoci unpack` of the image, and the
+  store holds no layer blob;
+- through the counting registry: the mount itself fetches no layer bytes;
+  a small file costs less than 1 MiB of its layer, 4 KiB inside the big file
+  about one span; reading a 4 MiB range makes far fewer requests than the
+  spans it covers (adjacent spans coalesced); reading everything costs about
+  the blobs;
+- no index in the repository: the layers are downloaded as before, and the
+  tree is the same; an index blob corrupted on the wire is not used (the
+  layer is downloaded, stderr says why);
+- an index whose span digests lie: the mount serves (the index is well
+  formed) but reads fail with EIO and nothing is cached;
+- --max-cache-size: the chunk cache stays within the limit while every byte
+  still reads right.
+"""
+import errno
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import subprocess
+import time
+import unittest
+
+import test_lazy as TL
+from lib import images as I
+from lib import layers as L
+from lib import treecmp as T
+from lib.fakereg import FakeRegistry
+from lib.mounts import MountTestCase
+from lib.registry import Pusher, RealRegistry
+from lib.util import run, sha256_digest, which
+
+MiB = TL.MiB
+REPO = "idx/img"
+PLAIN = "plain/img"
+SPAN = 256 << 10
+ARTIFACT_TYPE = "application/vnd.ucrfs.index.v1"
+LAYER_INDEX = "application/vnd.ucrfs.layer-index.v1+zstd"
+LAYER_ANNOTATION = "io.ucrfs.layer.digest"
+
+
+class IndexPushTest(MountTestCase):
+    mount_tools = ("umoci", "docker-registry", "zstd")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        tmp = cls.class_tmp
+        cls.contents = TL.contents()
+        cls.image_ = L.image_from_tars(TL.lazy_tars(), "gzip")
+        layout = os.path.join(tmp, "layout")
+        I.write_oci_layout(layout, {"orig": cls.image_})
+        root = TL.umoci_unpack(layout, "orig", os.path.join(tmp, "bundle"))
+        nodes, errors = T.walk(root)
+        if errors:
+            raise AssertionError("walking umoci's unpack: %s" % errors[:5])
+        cls.ref = nodes
+        cls.exclusions = T.default_exclusions(root_has_entry=False)
+
+        cls.registry = RealRegistry(os.path.join(tmp, "registry"))
+        cls.addClassCleanup(cls.registry.stop)
+        cls.registry.start()
+        pusher = Pusher(cls.registry.url)
+        pusher.push_image(REPO, cls.image_, "orig")
+        cls.manifest = cls.image_.manifest
+        cls.layers = json.loads(cls.manifest.data)["layers"]
+        cls.tag = "sha256-%s.ucrfs" % cls.manifest.digest.split(":", 1)[1]
+
+        cls.push_store = os.path.join(tmp, "push-store")
+        cls.push_res = cls.run_ucrfs(cls.push_store, "index", "push", "--span", str(SPAN),
+                                     "%s/%s:orig" % (cls.registry.addr, REPO))
+        if cls.push_res.returncode != 0:
+            raise AssertionError("ucrfs index push failed:\n" + cls.push_res.stderr)
+
+        # The artifact as the registry has it, for the counting registry.
+        _, body = TL.get_url("%s/v2/%s/manifests/%s" % (cls.registry.url, REPO, cls.tag), I.OCI_MANIFEST)
+        cls.artifact = body
+        cls.artifact_json = json.loads(body)
+        cls.artifact_blobs = {}
+        for d in [cls.artifact_json["config"]] + cls.artifact_json["layers"]:
+            _, cls.artifact_blobs[d["digest"]] = TL.get_url("%s/v2/%s/blobs/%s" % (
+                cls.registry.url, REPO, d["digest"]))
+        cls.fake = cls.new_fake()
+        cls.addClassCleanup(cls.fake.stop)
+
+    @classmethod
+    def run_ucrfs(cls, store, *args):
+        p = subprocess.run([cls.bin, "--store", store, "--insecure-registry", cls.registry.addr] + list(args),
+                           capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+        p.stdout, p.stderr = p.stdout.decode(), p.stderr.decode()
+        return p
+
+    @classmethod
+    def new_fake(cls, artifact=None, blobs=None):
+        """A counting registry with the image in REPO (with its index) and in
+        PLAIN (without)."""
+        reg = FakeRegistry()
+        for repo in (REPO, PLAIN):
+            reg.add_image(repo, cls.image_, "orig")
+        artifact = artifact or cls.artifact
+        for d, data in (blobs or cls.artifact_blobs).items():
+            reg.add_blob(data, d)
+        reg.add_manifest(REPO, cls.tag, I.OCI_MANIFEST, artifact)
+        reg.add_manifest(REPO, sha256_digest(artifact), I.OCI_MANIFEST, artifact)
+        reg.start()
+        return reg
+
+    # ------------------------------------------------------------ helpers
+
+    def image(self, repo=REPO, reg=None):
+        return "%s/%s:orig" % ((reg or self.fake).addr, repo)
+
+    def mount(self, image, mp=None, store=None, mount_args=("--prefetch", "none"), **kw):
+        return super().mount(image, mp=mp, store=store, mount_args=mount_args, **kw)
+
+    def blob_in_store(self, digest, store=None):
+        return os.path.exists(os.path.join(store or self.store, "blobs", "sha256", digest.split(":", 1)[1]))
+
+    def assertReads(self, mp, rel, offset=0, length=-1, label=""):
+        want = self.contents[rel]
+        want = want[offset:] if length < 0 else want[offset:offset + length]
+        got, took = TL.LazyMountTest.bounded_read(self, os.path.join(mp, rel), offset, length)
+        self.assertEqual(got, ("ok", hashlib.sha256(want).hexdigest()),
+                         "%sreading %s [%d, +%d) (%.1fs)" % (label, rel, offset, length, took))
+
+    def assertSameTree(self, mp, label):
+        got, errors = T.walk(mp)
+        diffs = ["walk error: " + e for e in errors] + T.compare(self.ref, got, self.exclusions, limit=60)
+        self.assertEqual(diffs, [], "%s: the mount differs from umoci's unpack" % label)
+
+    def chunk_files(self, store=None):
+        d = os.path.join(store or self.store, "chunks")
+        return [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+
+    # ------------------------------------------------------------ push
+
+    def test_push_prints_digest_and_tag(self):
+        out = self.push_res.stdout.split()
+        self.assertEqual(len(out), 2, self.push_res.stdout)
+        self.assertEqual(out[1], self.tag)
+        self.assertEqual(out[0], sha256_digest(self.artifact))
+        a = self.artifact_json
+        self.assertEqual(a.get("artifactType"), ARTIFACT_TYPE)
+        self.assertEqual(a["subject"]["digest"], self.manifest.digest)
+        indexed = {l["annotations"][LAYER_ANNOTATION] for l in a["layers"] if l["mediaType"] == LAYER_INDEX}
+        self.assertEqual(indexed, {l["digest"] for l in self.layers})
+        again = self.run_ucrfs(self.push_store, "index", "push", "--span", str(SPAN),
+                               "%s/%s:orig" % (self.registry.addr, REPO))
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(again.stdout, self.push_res.stdout, "pushing again changed the index")
+
+    def test_push_refuses_what_is_not_a_registry(self):
+        layout = self.path("layout")
+        I.write_oci_layout(layout, {"t": self.image_})
+        res = self.ucrfs("index", "push", "oci:%s:t" % layout)
+        self.assertFailedOneLine(res, r"registry")
+        res = self.ucrfs("index", "push", "--span", "1K", "%s/%s:orig" % (self.fake.addr, REPO))
+        self.assertFailedOneLine(res, r"span")
+
+    # ------------------------------------------------------------ mount
+
+    def test_oracle_from_docker_registry(self):
+        _, mp = self.mount("%s/%s:orig" % (self.registry.addr, REPO), flags=("--insecure-registry", self.registry.addr))
+        self.assertSameTree(mp, "indexed gzip from docker-registry")
+        self.assertEqual(T.check_facts(mp, TL.FACTS), [])
+        for l in self.layers:
+            self.assertFalse(self.blob_in_store(l["digest"]), "layer %s was downloaded" % l["digest"])
+        self.umount(mp)
+
+    def test_reads_fetch_only_their_spans(self):
+        d1, size1 = self.layers[0]["digest"], self.layers[0]["size"]
+        m0 = self.fake.mark()
+        _, mp = self.mount(self.image())
+        for l in self.layers:
+            self.assertEqual(self.fake.served_bytes(l["digest"], m0), 0,
+                             "the mount fetched bytes of layer %s before any read" % l["digest"])
+        m1 = self.fake.mark()
+        self.assertReads(mp, TL.MOTD)
+        self.assertLess(self.fake.served_bytes(d1, m1), min(MiB, size1 // 10))
+        m2 = self.fake.mark()
+        self.assertReads(mp, TL.BIG, 13 * MiB + 5, 4096)
+        # The 256 KiB decoded chunk around the read, from the checkpoint
+        # before it: at most two spans. A span holds SPAN decoded bytes up to
+        # the next deflate block boundary, and this data is incompressible.
+        self.assertLessEqual(self.fake.served_bytes(d1, m2), 3 * SPAN,
+                             TL.LazyMountTest.served_summary(self, d1, m2))
+        self.assertSameTree(mp, "indexed gzip from the counting registry")
+        for l in self.layers:
+            total = self.fake.served_bytes(l["digest"], m0)
+            self.assertLessEqual(total, l["size"] * 1.1 + MiB, "reading everything fetched %d bytes of "
+                                 "layer %s's %d" % (total, l["digest"], l["size"]))
+        time.sleep(1.2)  # the server rewrites its stats at most every 500 ms
+        st = json.loads(self.ucrfs("stats", "--json", mp).stdout)
+        self.assertGreater(st["requests"], 0, st)
+        self.assertGreater(st["mountBytes"], 0, st)  # the index
+        self.umount(mp)
+
+    def test_adjacent_spans_are_fetched_together(self):
+        """A 4 MiB read (O_DIRECT: no kernel read-ahead beyond it; the
+        kernel passes it on in reads of at most 1 MiB, 4+ spans each) makes
+        about one request per 1 MiB read, not one per span."""
+        d1 = self.layers[0]["digest"]
+        _, mp = self.mount(self.image())
+        m = self.fake.mark()
+        buf = mmap.mmap(-1, 4 * MiB)  # page-aligned, as O_DIRECT wants
+        fd = os.open(os.path.join(mp, TL.BIG), os.O_RDONLY | os.O_DIRECT)
+        try:
+            n = os.preadv(fd, [buf], 2 * MiB)
+        finally:
+            os.close(fd)
+        self.assertEqual(n, 4 * MiB)
+        self.assertTrue(buf[:] == self.contents[TL.BIG][2 * MiB:6 * MiB], "wrong bytes")
+        served = self.fake.served_for(d1, m)
+        spans = (4 * MiB) // SPAN
+        self.assertLessEqual(len(served), spans // 3, "a 4 MiB read over %d spans took %d requests: %r" % (
+            spans, len(served), served))
+        self.umount(mp)
+
+    def test_without_an_index_layers_are_downloaded(self):
+        _, mp = self.mount(self.image(PLAIN))
+        for l in self.layers:
+            self.assertTrue(self.blob_in_store(l["digest"]), "no index, yet layer %s was not downloaded" % l["digest"])
+        self.assertSameTree(mp, "plain gzip without an index")
+        self.umount(mp)
+
+    def test_corrupt_index_blob_is_not_used(self):
+        reg = self.new_fake()
+        self.addCleanup(reg.stop)
+        bad = [l["digest"] for l in self.artifact_json["layers"] if l["mediaType"] == LAYER_INDEX][0]
+        reg.faults["corrupt_blob"].add(bad)
+        res, mp = self.mount(self.image(reg=reg))
+        self.assertRegex(res.stderr, re.compile(r"ucrfs index.*(digest|mismatch)", re.I), res.stderr)
+        downloaded = [l["digest"] for l in self.layers if self.blob_in_store(l["digest"])]
+        self.assertEqual(len(downloaded), 1, "exactly the layer whose index was corrupt is downloaded: %s" % downloaded)
+        self.assertSameTree(mp, "with one layer index corrupt")
+        self.umount(mp)
+
+    def test_lying_span_digests_fail_reads(self):
+        # The first layer's index with every span digest replaced.
+        desc = [l for l in self.artifact_json["layers"] if l["mediaType"] == LAYER_INDEX
+                and l["annotations"][LAYER_ANNOTATION] == self.layers[0]["digest"]][0]
+        src = self.path("index.zst")
+        with open(src, "wb") as f:
+            f.write(self.artifact_blobs[desc["digest"]])
+        raw = run(["zstd", "-q", "-d", "-c", src]).stdout
+        marks = [m.start() for m in re.finditer(rb"sha256:[0-9a-f]{64}", raw)]
+        self.assertGreater(len(marks), 2)
+        lie = b"sha256:" + hashlib.sha256(b"lie").hexdigest().encode()
+        out = bytearray(raw)
+        for pos in marks[1:]:  # the first is the layer's own digest
+            out[pos:pos + len(lie)] = lie
+        with open(self.path("lying.raw"), "wb") as f:
+            f.write(out)
+        run(["zstd", "-q", "-f", self.path("lying.raw"), "-o", self.path("lying.zst")])
+        with open(self.path("lying.zst"), "rb") as f:
+            blob = f.read()
+        art = json.loads(self.artifact)
+        for l in art["layers"]:
+            if l["digest"] == desc["digest"]:
+                l["digest"], l["size"] = sha256_digest(blob), len(blob)
+        body = json.dumps(art).encode()
+        blobs = dict(self.artifact_blobs)
+        blobs[sha256_digest(blob)] = blob
+        reg = self.new_fake(body, blobs)
+        self.addCleanup(reg.stop)
+        _, mp = self.mount(self.image(reg=reg))
+        self.assertFalse(self.blob_in_store(self.layers[0]["digest"]))
+        got, _ = TL.LazyMountTest.bounded_read(self, os.path.join(mp, TL.MOTD))
+        self.assertEqual(got, ("errno", errno.EIO))
+        self.assertEqual(self.chunk_files(), [], "a span that failed its digest was cached")
+        self.assertReads(mp, TL.L2BIG, label="layer 2's index is honest: ")
+        self.umount(mp)
+
+    def test_pushed_trace_is_replayed(self):
+        """A trace pushed with the index is replayed by mounts that name no
+        --prefetch of their own, and not by those that do."""
+        repo = "traced/img"
+        Pusher(self.registry.url).push_image(repo, self.image_, "orig")
+        trace = self.path("trace.json")
+        with open(trace, "w") as f:
+            json.dump({"version": 1, "reads": [{"path": "/" + TL.M5, "offset": 0, "length": 5 * MiB + 17}]}, f)
+        image = "%s/%s:orig" % (self.registry.addr, repo)
+        flags = ("--insecure-registry", self.registry.addr)
+        res = self.ucrfs("index", "push", "--span", str(SPAN), "--trace", trace, image, store=self.path("push"),
+                         flags=flags)
+        self.assertSucceeded(res)
+        _, mp = self.mount(image, flags=flags, mount_args=())
+        deadline = time.time() + 60
+        st = {}
+        while time.time() < deadline and not st.get("traceDone"):
+            time.sleep(0.3)
+            st = json.loads(self.ucrfs("stats", "--json", mp).stdout)
+        self.assertTrue(st.get("traceDone"), st)
+        self.assertEqual((st["traceRanges"], st["traceReads"], st["traceMissing"]), (1, 1, 0), st)
+        self.assertGreaterEqual(st["traceBytes"], 5 * MiB, st)
+        self.umount(mp)
+        _, mp = self.mount(image, store=self.path("store2"), flags=flags, mount_args=("--prefetch", "none"))
+        time.sleep(1.2)
+        st = json.loads(self.ucrfs("stats", "--json", mp, store=self.path("store2")).stdout)
+        self.assertNotIn("traceRanges", st, "--prefetch none replayed the pushed trace")
+        self.umount(mp, store=self.path("store2"))
+        bad = self.path("bad-trace.json")
+        with open(bad, "w") as f:
+            f.write('{"version": 1, "reads": [{"path": "relative", "offset": 0, "length": 1}]}')
+        res = self.ucrfs("index", "push", "--trace", bad, image, store=self.path("push"), flags=flags)
+        self.assertFailedOneLine(res, r"trace")
+
+    def test_cache_limit(self):
+        limit = MiB
+        _, mp = self.mount(self.image(), mount_args=("--prefetch", "all", "--max-cache-size", "1M"))
+        self.assertReads(mp, TL.BIG)
+        self.assertReads(mp, TL.M5)
+        sizes = [os.path.getsize(f) for f in self.chunk_files()]
+        self.assertLessEqual(sum(sizes), limit + max(sizes), "chunk cache over its limit: %d bytes in %d files" % (
+            sum(sizes), len(sizes)))
+        time.sleep(1.2)
+        st = json.loads(self.ucrfs("stats", "--json", mp).stdout)
+        self.assertGreater(st["evictions"], 0, st)
+        self.umount(mp)
+
+
+if __name__ == "__main__":
+    unittest.main()
