@@ -22,8 +22,10 @@ containerd root or directory, and stops at the first line of its stdout:
                  `ucrfs stats MNT --json` and umount.
 Bytes fetched are what the registry served (its access log: manifests,
 configs, blobs, Ranges) between the timer's start and the end of the row;
-for ucrfs also its own count (bytes the mount's pull logged + `ucrfs stats`
-bytesFetched). Medians of --runs runs; ratios against the full pull's median.
+for ucrfs also its own count, `ucrfs stats` mountBytes + bytesFetched (read
+right after the first line from a stats file the server rewrites at most every
+500 ms, so it can lag). Medians of --runs runs; ratios against the full
+pull's median.
 --link 100mbit runs the registry inside a network namespace reached through a
 veth pair shaped to 100 Mbit/s both ways (tc tbf), made and removed here.
 
@@ -160,7 +162,11 @@ class Ucrfs:
             if mounted(mnt):
                 subprocess.run(["umount", "-l", mnt], timeout=60)
         served, requests, blob_gets = self.registry.served_since(mark)
-        pulled = sum(int(n) for n in re.findall(r"blobs fetched \((\d+) bytes\)", p.stderr))
+        # What the mount fetched before it served: `ucrfs stats` says so
+        # (mountBytes) where it can, else the pull's log line.
+        pulled = stats.get("mountBytes")
+        if pulled is None:
+            pulled = sum(int(n) for n in re.findall(r"blobs fetched \((\d+) bytes\)", p.stderr))
         if not mounted(mnt):
             rmtree(store)
         return {"ready": ready, "first": first, "served": served, "servedAtFirstLine": at_first,
