@@ -19,7 +19,9 @@ containerd root or directory, and stops at the first line of its stdout:
   full pull      skopeo copy docker://… oci:DIR + umoci unpack + chroot ROOTFS python3 …
   containerd     ctr pull --plain-http + ctr run --rm (overlayfs snapshotter, runc)
   ucrfs <format> ucrfs mount IMAGE MNT + chroot MNT python3 …; then
-                 `ucrfs stats MNT --json` and umount.
+                 `ucrfs stats MNT --json` and umount. The lazy formats run
+                 twice: default prefetch (all: the rest is fetched in the
+                 background while the command runs) and --prefetch none.
 Bytes fetched are what the registry served (its access log: manifests,
 configs, blobs, Ranges) between the timer's start and the end of the row;
 for ucrfs also its own count, `ucrfs stats` mountBytes + bytesFetched (read
@@ -30,6 +32,7 @@ pull's median.
 veth pair shaped to 100 Mbit/s both ways (tc tbf), made and removed here.
 
   python3 bench/startup/run.py [--ucrfs PATH] [--runs 3] [--cache DIR] [--link loopback|100mbit|both]
+      [--index-span SIZE] [--only full,containerd,ucrfs] [--json FILE]
 """
 import argparse
 import datetime
@@ -244,7 +247,7 @@ def has_index_push(binary):
     return re.search(r"^\s+push\s", sub, re.M) is not None
 
 
-def push_images(cache, rec, registry, binary, work):
+def push_images(cache, rec, registry, binary, work, span=None):
     """gzip and eStargz into the cached registry storage (once per built
     image); the indexed gzip every time (the index format follows the binary).
     Returns {variant: (reference tail, compressed bytes) or the reason it is missing}."""
@@ -284,7 +287,8 @@ def push_images(cache, rec, registry, binary, work):
         run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{rec['tag']}", f"docker://{ref}"])
         store = os.path.join(work, "index-push-store")
         try:
-            run([binary, "--store", store, "--insecure-registry", registry.addr, "index", "push", ref])
+            run([binary, "--store", store, "--insecure-registry", registry.addr, "index", "push"] +
+                (["--span", span] if span else []) + [ref])
         finally:
             rmtree(store)
         m, _ = manifest(registry.addr, IDX_REPO, "gzip")
@@ -389,6 +393,8 @@ def main():
                     help="the built image and the registry storage are kept here")
     ap.add_argument("--link", choices=("loopback", "100mbit", "both"), default="both")
     ap.add_argument("--json", help="raw timings here (default: CACHE/results-DATE.json)")
+    ap.add_argument("--index-span", metavar="SIZE",
+                    help="`ucrfs index push --span SIZE` for the indexed gzip image (default: ucrfs's)")
     ap.add_argument("--only", help="comma-separated row kinds to run: full,containerd,ucrfs (all by default)")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -417,12 +423,13 @@ def main():
     mach = machine()
     work = tempfile.mkdtemp(prefix="ucrfs-startup-", dir="/var/tmp")
     storage = os.path.join(cache, "registry")
-    raw = {"date": date, "machine": mach, "image": rec, "command": PY, "runs": a.runs, "links": {}}
+    raw = {"date": date, "machine": mach, "image": rec, "command": PY, "runs": a.runs, "argv": sys.argv[1:],
+           "links": {}}
     reg = link = None
     summaries, loads = [], []
     try:
         reg = Registry(storage, work).start()
-        variants = push_images(cache, rec, reg, binary, work)
+        variants = push_images(cache, rec, reg, binary, work, a.index_span)
         raw["variants"] = {k: (v if isinstance(v, str) else {"ref": v[0], "compressed": v[1]})
                            for k, v in variants.items()}
         for k, v in variants.items():
@@ -450,6 +457,8 @@ def main():
                              "obj": ContainerdRun(work, f"{reg.addr}/{variants['gzip'][0]}", reg)})
             if "ucrfs" in only:
                 for v, label, extra in UCRFS_ROWS:
+                    if v == "indexed gzip" and a.index_span:
+                        label = label.replace("indexed gzip", f"indexed gzip (--span {a.index_span})")
                     if isinstance(variants[v], str):
                         rows.append({"kind": "ucrfs", "name": label, "unavailable": variants[v], "runs": []})
                     else:
