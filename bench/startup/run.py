@@ -56,7 +56,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))  # lib.containerd
 
 import image  # noqa: E402
 from benchlib import busy_note  # noqa: E402
-from servers import Registry, ShapedLink, sh, stop_group  # noqa: E402
+from servers import Registry, ShapedLink, sh  # noqa: E402
 
 PY = "import numpy, scipy.linalg; print(1)"
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
