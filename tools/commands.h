@@ -46,6 +46,17 @@ struct MountFlags {
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 Status Stats(const std::string& mountpoint, bool json);
 
+struct GcFlags {
+  std::vector<std::string> keep;  // images never removed
+  uint64_t max_cache_size = 0;    // 0: remove every image nothing uses
+  bool save = false;              // also keep the limit: pulls and mounts then collect by themselves
+};
+Status Rmi(const GlobalFlags& g, const std::string& image);
+Status Gc(const GlobalFlags& g, const GcFlags& f);
+// With a limit saved by `gc --save`: collects the least recently used images
+// when the store is over it (never `using_key`, the image being used now).
+void AutoGc(const std::string& store_dir, index::Store& store, const std::string& using_key);
+
 struct IndexPushFlags {
   uint64_t span = 1 << 20;  // decoded bytes between checkpoints
   std::string trace;        // a read trace to push with the index

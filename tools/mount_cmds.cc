@@ -31,6 +31,7 @@
 #include "ucrfs/common/log.h"
 #include "ucrfs/fusefs/server.h"
 #include "ucrfs/index/chunk_cache.h"
+#include "ucrfs/index/gc.h"
 #include "ucrfs/index/image_tree.h"
 
 namespace ucrfs::cli {
@@ -126,6 +127,9 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(traces.Serve(std::move(tree)), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
     UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
+    // In the store too: gc keeps what a live mount serves.
+    index::MountRecord mrec{mountpoint, image.key, image.manifest_digest, ::getpid(), "fuse"};
+    if (Status rs = index::RecordMount(*store, mrec); !rs.ok()) spdlog::warn("{}", rs.error().message());
     std::atomic<bool> serving{true};
     std::thread stopper([&] {
       int sig = 0;
@@ -143,6 +147,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     stopper.join();
     server.reset();  // unmounts if a signal, not an unmount, ended the loop
     ::unlink(PidFile(mountpoint).c_str());
+    (void)index::ForgetMount(*store, mountpoint);
     return st;
   };
   Status st = run();
