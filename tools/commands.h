@@ -45,6 +45,9 @@ struct MountFlags {
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 Status Stats(const std::string& mountpoint, bool json);
+// Restarts the server of every recorded FUSE mount whose server died (the
+// mountpoint serves again), and forgets the records of mounts that are gone.
+Status Recover(const GlobalFlags& g);
 
 struct GcFlags {
   std::vector<std::string> keep;  // images never removed

@@ -147,6 +147,8 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     stopper.join();
     server.reset();  // unmounts if a signal, not an unmount, ended the loop
     ::unlink(PidFile(mountpoint).c_str());
+    // A server that stops on its own (umount, signal) forgets its mount; one
+    // that is killed leaves the record for `ucrfs recover`.
     (void)index::ForgetMount(*store, mountpoint);
     return st;
   };
@@ -269,6 +271,49 @@ Status Umount(const std::string& mountpoint_arg, bool lazy) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return Ok();
+}
+
+Status Recover(const GlobalFlags& g) {
+  std::vector<index::MountState> mounts;
+  {
+    auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
+    if (!store.ok() && store.error().code() == Errc::kNotFound) return Ok();  // no store, nothing mounted from it
+    if (!store.ok()) return store.error();
+    UCRFS_ASSIGN(mounts, index::ListMounts(**store));
+  }
+  Status first;
+  for (const auto& m : mounts) {
+    const auto& r = m.record;
+    if (r.backend != "fuse") continue;  // kernel mounts: nothing to restart
+    if (r.pid > 0 && ProcessRunning(static_cast<pid_t>(r.pid))) {
+      fmt::print("serving    {} ({})\n", r.mountpoint, r.image);
+      continue;
+    }
+    auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
+    if (!fusefs::IsMounted(r.mountpoint)) {
+      // Server and mount both gone: only the record is left.
+      if (store.ok()) (void)index::ForgetMount(**store, r.mountpoint);
+      ::unlink(PidFile(r.mountpoint).c_str());
+      fmt::print("forgotten  {} ({})\n", r.mountpoint, r.image);
+      continue;
+    }
+    // The server died under its mount (reads answer ENOTCONN): detach the
+    // dead mount and serve the image there again.
+    Status st = fusefs::Unmount(r.mountpoint, /*lazy=*/true);
+    if (st.ok()) {
+      ::unlink(PidFile(r.mountpoint).c_str());
+      if (store.ok()) (void)index::ForgetMount(**store, r.mountpoint);
+      store = Error(Errc::kInternal, "closed");  // Mount opens the store read-write itself
+      st = Mount(g, r.image, r.mountpoint, MountFlags{});
+    }
+    if (st.ok()) {
+      fmt::print("restarted  {} ({})\n", r.mountpoint, r.image);
+    } else {
+      fmt::print("failed     {} ({}): {}\n", r.mountpoint, r.image, st.error().message());
+      if (first.ok()) first = st.error().Wrap("recover " + r.mountpoint);
+    }
+  }
+  return first;
 }
 
 Status Stats(const std::string& mountpoint_arg, bool json) {

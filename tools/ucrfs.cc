@@ -72,6 +72,8 @@ int Main(int argc, char** argv) {
                     "Size limit of the store's chunk cache (e.g. 2G); least recently used pieces are removed "
                     "beyond it, and background fetching stops near it (default: no limit)")
       ->transform(CLI::AsSizeValue(false));
+  auto* recover = app.add_subcommand("recover", "Serve again every FUSE mount of the store whose server died, "
+                                              "and forget the records of mounts that are gone");
   GcFlags gcf;
   auto* rmi = app.add_subcommand("rmi", "Remove an image from the store, with whatever only it used (refused "
                                         "while a mount serves it)");
@@ -126,6 +128,7 @@ int Main(int argc, char** argv) {
   if (*stats) st = Stats(mountpoint, json);
   if (*index_push) st = IndexPush(g, image, ipf);
   if (*rmi) st = Rmi(g, image);
+  if (*recover) st = Recover(g);
   if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
   if (!st.ok()) {

@@ -155,6 +155,44 @@ class CacheTest(MountTestCase):
         self.assertSucceeded(self.ucrfs("gc"))
         self.assertEqual(self.images(), [])
 
+    def test_recover_serves_a_mount_whose_server_died(self):
+        import errno
+        import signal
+        import time
+        from lib.mounts import server_pids, is_mounted
+        _, mp = self.mount(self.ref("a"))
+        pids = server_pids(mp)
+        self.assertEqual(len(pids), 1, pids)
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.5)
+        with self.assertRaises(OSError) as cm:
+            with open(os.path.join(mp, "etc/who"), "rb") as f:
+                f.read()
+        self.assertEqual(cm.exception.errno, errno.ENOTCONN)
+        res = self.ucrfs("recover")
+        self.assertSucceeded(res)
+        self.assertIn("restarted", res.stdout)
+        self.assertEqual(self.read_in_mount(mp, "etc/who"), b"A\n")
+        # The new server was started by `ucrfs recover` (its argv does not
+        # name the mountpoint): its pid is in the store's mount record.
+        recs = [json.load(open(os.path.join(self.store, "mounts", f))) for f in os.listdir(os.path.join(self.store, "mounts"))]
+        self.assertEqual([r["mountpoint"] for r in recs], [os.path.realpath(mp)])
+        new = [recs[0]["pid"]]
+        self.assertNotEqual(new, pids)
+        os.kill(new[0], 0)  # alive
+        res = self.ucrfs("recover")
+        self.assertIn("serving", res.stdout)
+        # Server and mount both gone: recover only forgets the record.
+        os.kill(new[0], signal.SIGKILL)
+        time.sleep(0.5)
+        subprocess.run(["umount", "-l", mp], check=True)
+        self.assertFalse(is_mounted(mp))
+        res = self.ucrfs("recover")
+        self.assertSucceeded(res)
+        self.assertIn("forgotten", res.stdout)
+        self.assertEqual(os.listdir(os.path.join(self.store, "mounts")), [])
+        self.assertSucceeded(self.ucrfs("rmi", self.ref("a")))  # nothing holds it any more
+
     def test_saved_limit_makes_pulls_collect(self):
         self.assertSucceeded(self.ucrfs("gc", "--save", "--max-cache-size", str(int(2.5 * MiB))))
         self.pull("a")
