@@ -163,10 +163,12 @@ Result<UniqueFd> Applier::OpenDir(const std::vector<std::string_view>& parts, si
       if (::mkdirat(cur.get(), name.c_str(), 0755) != 0) {
         return ErrnoError(fmt::format("{}: mkdir {}", layer_, Join(parts, i + 1)));
       }
-      // Not the umask's business: an implicit parent is 0755 root:root.
+      // Not the umask's business: an implicit parent is 0755 root:root with
+      // mtime 0, as in the merged tree (deterministic, whenever it is made).
       if (::fchmodat(cur.get(), name.c_str(), 0755, AT_SYMLINK_NOFOLLOW) != 0) {
         return ErrnoError(fmt::format("{}: chmod {}", layer_, Join(parts, i + 1)));
       }
+      dir_times_[Join(parts, i + 1)] = timespec{0, 0};
     }
   }
   return cur;

@@ -56,7 +56,7 @@ class Applier {
   enum class Create { kNo, kMissing, kReplace };
   // The directory at the first n components of `parts`. kNo: an invalid fd
   // when a component is missing or not a directory; kMissing: missing ones
-  // are made (0755 root), an invalid fd at a non-directory; kReplace: a non-directory in the
+  // are made (0755 root, mtime 0), an invalid fd at a non-directory; kReplace: a non-directory in the
   // way is removed and replaced by a directory.
   Result<UniqueFd> OpenDir(const std::vector<std::string_view>& parts, size_t n, Create create);
   Status Entry(const index::TarEntry& e, index::LayerReader& reader);

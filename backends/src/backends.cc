@@ -214,6 +214,16 @@ Status ProvisionOverlay(const RootfsRequest& req) {
   if (req.writable) {
     UCRFS_TRY(MakeDirs(scratch + "/upper", 0755));
     UCRFS_TRY(MakeDirs(scratch + "/work", 0700));
+    // The rootfs' own metadata is the upper dir's: make it the top layer's,
+    // as a read-only overlay of the layers would show it.
+    struct stat top;
+    std::string upper = scratch + "/upper";
+    if (::stat(lowers.back().c_str(), &top) != 0) return ErrnoError("stat " + lowers.back());
+    timespec ts[2] = {top.st_mtim, top.st_mtim};
+    if (::chown(upper.c_str(), top.st_uid, top.st_gid) != 0 || ::chmod(upper.c_str(), top.st_mode & 07777) != 0 ||
+        ::utimensat(AT_FDCWD, upper.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoError("set the metadata of " + upper);
+    }
     data += ",upperdir=upper,workdir=work";
   } else {
     flags |= MS_RDONLY;
