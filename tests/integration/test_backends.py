@@ -15,7 +15,9 @@ provisioner_backend_tests.cpp cases:
   and escapes by absolute and by ../ symlinks): nothing appears outside;
 - whiteouts: a file in the same layer as an opaque marker survives;
 - umount with a file held open in the rootfs succeeds, and leaves nothing
-  mounted at or below the directory, which is empty again.
+  mounted at or below the directory, which is empty again;
+- concurrent provisioners of one image into a fresh store all succeed and
+  share one complete unpack of each layer.
 
 Overlay differs from an unpacked tree in ways overlayfs defines; each is an
 exclusion named in the report (see OverlayExclusions).
@@ -330,6 +332,24 @@ class MesosBackendsTest(BackendCase):
                     self.assertEqual(os.pread(fd, 4, 0), b"held" if tag == "one" else b"test")
                 finally:
                     os.close(fd)
+
+    def test_concurrent_overlay_provisioners(self):
+        # Two rootfs of one image made at once into a fresh store: both
+        # unpack the layers, one rename wins, both mount complete layers.
+        im = L.image_from_tars(two_layer_tars(), "gzip")
+        lay = self.layout({"two": im})
+        mps = [self.mountpoint("c%d" % i) for i in range(4)]
+        for mp in mps:
+            self.addCleanup(self.cleanup_rootfs, mp)
+        procs = [self.ucrfs_popen("mount", "--backend", "overlay", "oci:%s:two" % lay, mp) for mp in mps]
+        for p in procs:
+            self.assertSucceeded(self.wait_popen(p, timeout=300))
+        for mp in mps:
+            self.assertEqual(T.check_facts(mp, [("dir1/1", "file", b"1"), ("file", "file", b"test2")]), [])
+        unpacked = os.path.join(self.store, "unpacked", "sha256")
+        self.assertEqual(sorted(os.listdir(unpacked)), sorted(l.desc.hex for l in im.layers))
+        for mp in mps:
+            self.destroy(mp)
 
     def test_bad_backend_and_non_empty_dir(self):
         lay = self.layout({"two": L.image_from_tars(two_layer_tars(), "gzip")})
