@@ -41,6 +41,7 @@ struct MountFlags {
   std::string record;            // where to write the mount's read trace, if anywhere
   int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
   uint64_t max_cache_size = 0;   // size limit of the store's chunk cache; 0: none
+  std::string backend = "fuse";  // fuse, or overlay, copy, bind (backend_cmds.cc)
 };
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
@@ -66,5 +67,11 @@ struct IndexPushFlags {
 };
 Status IndexPush(const GlobalFlags& g, const std::string& image, const IndexPushFlags& f);
 Status Umount(const std::string& mountpoint, bool lazy);
+
+// The classic backends (backend_cmds.cc): `mount --backend overlay|copy|bind`
+// and the `umount` of a rootfs they made.
+Status MountBackend(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
+bool IsBackendRootfs(const std::string& rootfs);
+Status UmountBackend(const std::string& rootfs);
 
 }  // namespace ucrfs::cli

@@ -177,6 +177,7 @@ Result<index::Prefetch> ParsePrefetch(const std::string& v) {
 }
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
+  if (m.backend != "fuse") return MountBackend(g, image, mountpoint_arg, m);
   // Anything but a keyword names a trace to replay; the lazy layers then
   // carry on as `all`.
   auto keyword = ParsePrefetch(m.prefetch);
@@ -252,6 +253,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
 
 Status Umount(const std::string& mountpoint_arg, bool lazy) {
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (IsBackendRootfs(mountpoint)) return UmountBackend(mountpoint);
   if (!fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
   }

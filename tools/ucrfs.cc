@@ -72,6 +72,12 @@ int Main(int argc, char** argv) {
                     "Size limit of the store's chunk cache (e.g. 2G); least recently used pieces are removed "
                     "beyond it, and background fetching stops near it (default: no limit)")
       ->transform(CLI::AsSizeValue(false));
+  mount->add_option("--backend", mf.backend,
+                    "fuse (a read-only FUSE mount served by a background process); overlay (layers unpacked once "
+                    "into the store, overlaid, writable); copy (layers copied into MOUNTPOINT); bind (a "
+                    "single-layer image's unpacked layer, read-only). Non-fuse backends return with no process "
+                    "left; `ucrfs umount` undoes any of them")
+      ->capture_default_str();
   auto* recover = app.add_subcommand("recover", "Serve again every FUSE mount of the store whose server died, "
                                               "and forget the records of mounts that are gone");
   GcFlags gcf;
