@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ucrfs/common/log.h"
+#include "ucrfs/index/gc.h"
 #include "ucrfs/backends/backends.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/fusefs/server.h"
@@ -82,6 +84,10 @@ Status MountBackend(const GlobalFlags& g, const std::string& image, const std::s
     ::unlink(RecordFile(rootfs).c_str());
     return st;
   }
+  // In the store too, so that gc keeps the layers an overlay or bind mount
+  // uses (a copy is alone once made: its record is dropped by gc).
+  index::MountRecord mrec{rootfs, req.image.key, req.image.manifest_digest, 0, std::string(backends::Name(kind))};
+  if (Status st = index::RecordMount(*store, mrec); !st.ok()) spdlog::warn("{}", st.error().message());
   return Ok();
 }
 
@@ -98,6 +104,11 @@ Status UmountBackend(const std::string& rootfs) {
   std::string scratch = j["scratch"].get<std::string>();
   UCRFS_TRY(backends::Destroy(kind, rootfs, scratch));
   UCRFS_TRY(RemoveAll(scratch));
+  // The store's record of the mount: <store>/mounts/, beside <store>/scratch/.
+  if (auto at = scratch.rfind("/scratch/"); at != std::string::npos) {
+    std::string record = fmt::format("{}/mounts/{}.json", scratch.substr(0, at), Digest::Sha256Of(rootfs).hex());
+    ::unlink(record.c_str());
+  }
   if (::unlink(RecordFile(rootfs).c_str()) != 0 && errno != ENOENT) return ErrnoError("unlink " + RecordFile(rootfs));
   return Ok();
 }

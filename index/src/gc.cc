@@ -191,6 +191,22 @@ Status Sweep(Store& store, GcResult& out) {
     if (partial && ProcessAlive(std::strtoll(name.c_str() + name.find(".partial-") + 9, nullptr, 10))) continue;
     if (partial || !layers.contains(digest)) RemoveFile(path, out);
   }
+  // Layers unpacked for the overlay and bind backends: <alg>/<hex> trees.
+  std::error_code ec;
+  for (auto alg = fs::directory_iterator(store.root() + "/unpacked", ec); !ec && alg != fs::directory_iterator();
+       alg.increment(ec)) {
+    std::error_code ec2;
+    for (auto it = fs::directory_iterator(alg->path(), ec2); !ec2 && it != fs::directory_iterator(); it.increment(ec2)) {
+      std::string name = it->path().filename().string();
+      std::string digest = alg->path().filename().string() + ":" + name;
+      if (name.find('.') != std::string::npos || layers.contains(digest)) continue;  // in use, or an unpack under way
+      if (RemoveAll(it->path().string()).ok()) {
+        ++out.files_removed;
+      } else {
+        spdlog::warn("gc: cannot remove {}", it->path().string());
+      }
+    }
+  }
   for (const std::string& path : FilesUnder(store.root() + "/chunks")) {
     if (LiveTemporary(path)) continue;
     if (!chunks_live.contains(path)) RemoveFile(path, out);

@@ -139,6 +139,25 @@ class CacheTest(MountTestCase):
         self.assertEqual(len(left), 1, res.stdout)
         self.assertIn("cache/a", left[0], "gc removed the more recently used image")
 
+    def test_gc_keeps_the_layers_of_an_overlay_mount(self):
+        mp = self.mountpoint("ovl")
+        self.track_mount(mp)
+        self.assertSucceeded(self.ucrfs("mount", "--backend", "overlay", self.ref("a"), mp))
+        self.pull("b")
+        self.assertSucceeded(self.ucrfs("gc"))
+        left = self.images()
+        self.assertEqual(len(left), 1, left)
+        self.assertIn("cache/a", left[0])
+        unpacked = os.path.join(self.store, "unpacked", "sha256")
+        kept = sorted(os.listdir(unpacked))
+        self.assertEqual(kept, sorted(d.split(":", 1)[1] for d in self.layer_digests(self.A)))
+        with open(os.path.join(mp, "a.bin"), "rb") as f:
+            self.assertEqual(f.read(), rnd("a", MiB))
+        self.assertSucceeded(self.ucrfs("umount", mp))
+        self.assertSucceeded(self.ucrfs("gc"))
+        self.assertEqual(self.images(), [])
+        self.assertEqual(os.listdir(unpacked), [], "unpacked layers left after gc")
+
     def test_gc_refuses_to_race_a_pull(self):
         if not which("flock"):
             self.skipTest("flock (util-linux) not installed")
