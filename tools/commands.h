@@ -41,10 +41,25 @@ struct MountFlags {
   std::string record;            // where to write the mount's read trace, if anywhere
   int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
   uint64_t max_cache_size = 0;   // size limit of the store's chunk cache; 0: none
+  std::string backend = "fuse";  // fuse, or overlay, copy, bind (backend_cmds.cc)
 };
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 Status Stats(const std::string& mountpoint, bool json);
+// Restarts the server of every recorded FUSE mount whose server died (the
+// mountpoint serves again), and forgets the records of mounts that are gone.
+Status Recover(const GlobalFlags& g);
+
+struct GcFlags {
+  std::vector<std::string> keep;  // images never removed
+  uint64_t max_cache_size = 0;    // 0: remove every image nothing uses
+  bool save = false;              // also keep the limit: pulls and mounts then collect by themselves
+};
+Status Rmi(const GlobalFlags& g, const std::string& image);
+Status Gc(const GlobalFlags& g, const GcFlags& f);
+// With a limit saved by `gc --save`: collects the least recently used images
+// when the store is over it (never `using_key`, the image being used now).
+void AutoGc(const std::string& store_dir, index::Store& store, const std::string& using_key);
 
 struct IndexPushFlags {
   uint64_t span = 1 << 20;  // decoded bytes between checkpoints
@@ -52,5 +67,11 @@ struct IndexPushFlags {
 };
 Status IndexPush(const GlobalFlags& g, const std::string& image, const IndexPushFlags& f);
 Status Umount(const std::string& mountpoint, bool lazy);
+
+// The classic backends (backend_cmds.cc): `mount --backend overlay|copy|bind`
+// and the `umount` of a rootfs they made.
+Status MountBackend(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
+bool IsBackendRootfs(const std::string& rootfs);
+Status UmountBackend(const std::string& rootfs);
 
 }  // namespace ucrfs::cli

@@ -125,7 +125,10 @@ Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, 
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   UCRFS_ASSIGN(auto record, store.FindImage(ref.str()));
-  if (record) return *record;
+  if (record) {
+    if (Status st = store.TouchImage(ref.str()); !st.ok()) spdlog::warn("{}", st.error().message());
+    return *record;
+  }
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
   std::atomic<uint64_t> ignored{0};
@@ -136,6 +139,7 @@ Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, 
   UCRFS_ASSIGN(auto res, index::Pull(store, counting, ref.str(), po));
   spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store, {} lazy layers", ref.str(),
                res.blobs_fetched, res.bytes_fetched, res.blobs_reused, res.layers_lazy);
+  AutoGc(g.store, store, ref.str());
   return res.record;
 }
 
@@ -151,6 +155,7 @@ Status Pull(const GlobalFlags& g, const std::string& image) {
   UCRFS_ASSIGN(auto res, index::Pull(*store, *source, ref.str(), po));
   spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store", ref.str(), res.blobs_fetched,
                res.bytes_fetched, res.blobs_reused);
+  AutoGc(g.store, *store, ref.str());
   std::cout << res.record.manifest_digest.str() << std::endl;
   return Ok();
 }

@@ -31,6 +31,7 @@
 #include "ucrfs/common/log.h"
 #include "ucrfs/fusefs/server.h"
 #include "ucrfs/index/chunk_cache.h"
+#include "ucrfs/index/gc.h"
 #include "ucrfs/index/image_tree.h"
 
 namespace ucrfs::cli {
@@ -126,6 +127,9 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(traces.Serve(std::move(tree)), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
     UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
+    // In the store too: gc keeps what a live mount serves.
+    index::MountRecord mrec{mountpoint, image.key, image.manifest_digest, ::getpid(), "fuse"};
+    if (Status rs = index::RecordMount(*store, mrec); !rs.ok()) spdlog::warn("{}", rs.error().message());
     std::atomic<bool> serving{true};
     std::thread stopper([&] {
       int sig = 0;
@@ -143,6 +147,9 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     stopper.join();
     server.reset();  // unmounts if a signal, not an unmount, ended the loop
     ::unlink(PidFile(mountpoint).c_str());
+    // A server that stops on its own (umount, signal) forgets its mount; one
+    // that is killed leaves the record for `ucrfs recover`.
+    (void)index::ForgetMount(*store, mountpoint);
     return st;
   };
   Status st = run();
@@ -170,6 +177,7 @@ Result<index::Prefetch> ParsePrefetch(const std::string& v) {
 }
 
 Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
+  if (m.backend != "fuse") return MountBackend(g, image, mountpoint_arg, m);
   // Anything but a keyword names a trace to replay; the lazy layers then
   // carry on as `all`.
   auto keyword = ParsePrefetch(m.prefetch);
@@ -245,6 +253,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
 
 Status Umount(const std::string& mountpoint_arg, bool lazy) {
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (IsBackendRootfs(mountpoint)) return UmountBackend(mountpoint);
   if (!fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
   }
@@ -264,6 +273,49 @@ Status Umount(const std::string& mountpoint_arg, bool lazy) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return Ok();
+}
+
+Status Recover(const GlobalFlags& g) {
+  std::vector<index::MountState> mounts;
+  {
+    auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
+    if (!store.ok() && store.error().code() == Errc::kNotFound) return Ok();  // no store, nothing mounted from it
+    if (!store.ok()) return store.error();
+    UCRFS_ASSIGN(mounts, index::ListMounts(**store));
+  }
+  Status first;
+  for (const auto& m : mounts) {
+    const auto& r = m.record;
+    if (r.backend != "fuse") continue;  // kernel mounts: nothing to restart
+    if (r.pid > 0 && ProcessRunning(static_cast<pid_t>(r.pid))) {
+      fmt::print("serving    {} ({})\n", r.mountpoint, r.image);
+      continue;
+    }
+    auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
+    if (!fusefs::IsMounted(r.mountpoint)) {
+      // Server and mount both gone: only the record is left.
+      if (store.ok()) (void)index::ForgetMount(**store, r.mountpoint);
+      ::unlink(PidFile(r.mountpoint).c_str());
+      fmt::print("forgotten  {} ({})\n", r.mountpoint, r.image);
+      continue;
+    }
+    // The server died under its mount (reads answer ENOTCONN): detach the
+    // dead mount and serve the image there again.
+    Status st = fusefs::Unmount(r.mountpoint, /*lazy=*/true);
+    if (st.ok()) {
+      ::unlink(PidFile(r.mountpoint).c_str());
+      if (store.ok()) (void)index::ForgetMount(**store, r.mountpoint);
+      store = Error(Errc::kInternal, "closed");  // Mount opens the store read-write itself
+      st = Mount(g, r.image, r.mountpoint, MountFlags{});
+    }
+    if (st.ok()) {
+      fmt::print("restarted  {} ({})\n", r.mountpoint, r.image);
+    } else {
+      fmt::print("failed     {} ({}): {}\n", r.mountpoint, r.image, st.error().message());
+      if (first.ok()) first = st.error().Wrap("recover " + r.mountpoint);
+    }
+  }
+  return first;
 }
 
 Status Stats(const std::string& mountpoint_arg, bool json) {

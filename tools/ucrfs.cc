@@ -72,6 +72,27 @@ int Main(int argc, char** argv) {
                     "Size limit of the store's chunk cache (e.g. 2G); least recently used pieces are removed "
                     "beyond it, and background fetching stops near it (default: no limit)")
       ->transform(CLI::AsSizeValue(false));
+  mount->add_option("--backend", mf.backend,
+                    "fuse (a read-only FUSE mount served by a background process); overlay (layers unpacked once "
+                    "into the store, overlaid, writable); copy (layers copied into MOUNTPOINT); bind (a "
+                    "single-layer image's unpacked layer, read-only). Non-fuse backends return with no process "
+                    "left; `ucrfs umount` undoes any of them")
+      ->capture_default_str();
+  auto* recover = app.add_subcommand("recover", "Serve again every FUSE mount of the store whose server died, "
+                                              "and forget the records of mounts that are gone");
+  GcFlags gcf;
+  auto* rmi = app.add_subcommand("rmi", "Remove an image from the store, with whatever only it used (refused "
+                                        "while a mount serves it)");
+  rmi->add_option("IMAGE", image, "Image to remove")->required();
+  auto* gc = app.add_subcommand("gc", "Remove the images no live mount uses (all, or with --max-cache-size the "
+                                      "least recently used until the store fits), and everything no image "
+                                      "uses; refuses to run while a pull holds the store");
+  gc->add_option("--keep", gcf.keep, "An image never to remove (repeatable)")->take_all();
+  gc->add_option("--max-cache-size", gcf.max_cache_size,
+                 "Remove only least recently used images, until blobs, decoded copies and chunks fit in this")
+      ->transform(CLI::AsSizeValue(false));
+  gc->add_flag("--save", gcf.save, "Keep --max-cache-size and --keep for the store: pulls and mounts then "
+                                   "collect by themselves when the store is over the size");
   IndexPushFlags ipf;
   auto* index_cmd = app.add_subcommand("index", "ucrfs indexes kept in registries beside images");
   index_cmd->require_subcommand(1);
@@ -112,6 +133,9 @@ int Main(int argc, char** argv) {
   if (*mount) st = Mount(g, image, mountpoint, mf);
   if (*stats) st = Stats(mountpoint, json);
   if (*index_push) st = IndexPush(g, image, ipf);
+  if (*rmi) st = Rmi(g, image);
+  if (*recover) st = Recover(g);
+  if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());

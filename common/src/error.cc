@@ -21,6 +21,7 @@ std::string_view ErrcName(Errc c) {
     case Errc::kIo: return "I/O error";
     case Errc::kTooBig: return "too big";
     case Errc::kCanceled: return "canceled";
+    case Errc::kBusy: return "busy";
     case Errc::kInternal: return "internal error";
   }
   return "unknown";

@@ -80,6 +80,9 @@ int ErrnoFor(Op op, const Error& error) {
       case Errc::kCanceled:
         err = EINTR;
         break;
+      case Errc::kBusy:
+        err = EBUSY;
+        break;
       // Errc has no timeout code yet (a timeout is kNetwork); when it gets
       // one, it maps to ETIMEDOUT here.
       case Errc::kIo:

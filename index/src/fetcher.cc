@@ -131,7 +131,6 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
 std::vector<size_t> PieceFetcher::Claim(const std::vector<size_t>& candidates, uint64_t max_bytes,
                                         bool background) {
   std::vector<size_t> run;
-  std::lock_guard lock(mu_);
   uint64_t start = 0, end = 0;
   for (size_t k : candidates) {
     const Piece& p = pieces_[k];
@@ -139,10 +138,16 @@ std::vector<size_t> PieceFetcher::Claim(const std::vector<size_t>& candidates, u
       if (!Adjacent(pieces_[run.back()], p)) break;
       if (std::max(end, End(p)) - start > max_bytes) break;
     }
-    if (flights_.contains(paths_[k]) || overtaking_.contains(paths_[k]) || PathExists(paths_[k])) break;
-    auto flight = std::make_shared<Flight>();
-    flight->background = background;
-    flights_.emplace(paths_[k], std::move(flight));
+    // The cache is looked at outside the lock (no I/O under mu_); a piece
+    // that lands meanwhile is at worst fetched once more.
+    if (PathExists(paths_[k])) break;
+    {
+      std::lock_guard lock(mu_);
+      if (flights_.contains(paths_[k]) || overtaking_.contains(paths_[k])) break;
+      auto flight = std::make_shared<Flight>();
+      flight->background = background;
+      flights_.emplace(paths_[k], std::move(flight));
+    }
     if (run.empty()) start = p.blob_offset;
     end = std::max(end, End(p));
     run.push_back(k);

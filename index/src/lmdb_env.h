@@ -97,7 +97,9 @@ class Txn {
     int rc = mdb_cursor_open(txn_, dbi, &cur);
     if (rc != 0) return LmdbError("open cursor", rc);
     MDB_val k = Val(prefix), v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    // LMDB refuses an empty key: an empty prefix means from the first key.
+    for (rc = mdb_cursor_get(cur, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
       std::string_view key = View(k);
       if (key.substr(0, prefix.size()) != prefix) break;
       if (!fn(key, View(v))) break;

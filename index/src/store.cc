@@ -8,12 +8,15 @@
 #include <lmdb.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <random>
+
+#include <ctime>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -55,6 +58,7 @@ std::string ImageRecord::ToJson() const {
                       {"layers", nlohmann::json::array()},
                       {"pulledAt", pulled_at}};
   if (index_digest) j["indexDigest"] = index_digest->str();
+  if (used_at_ms != 0) j["usedAtMs"] = used_at_ms;
   if (trace) j["trace"] = trace->str();
   for (const auto& l : layers) j["layers"].push_back(DescriptorJson(l));
   return j.dump();
@@ -85,6 +89,7 @@ Result<ImageRecord> ImageRecord::FromJson(std::string_view json) {
       r.layers.push_back(std::move(d));
     }
     r.pulled_at = j.value("pulledAt", int64_t{0});
+    r.used_at_ms = j.value("usedAtMs", int64_t{0});
     return r;
   } catch (const nlohmann::json::exception& e) {
     return Error(Errc::kMalformed, fmt::format("store index: bad image record: {}", e.what()));
@@ -92,7 +97,31 @@ Result<ImageRecord> ImageRecord::FromJson(std::string_view json) {
 }
 
 Store::Store(std::string root, std::unique_ptr<Env> env) : root_(std::move(root)), env_(std::move(env)) {}
-Store::~Store() = default;
+Store::~Store() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Status Store::LockExclusive() {
+  if (lock_fd_ < 0) return Error(Errc::kInternal, "store opened read-only");
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) == 0) return Ok();
+  if (errno == EWOULDBLOCK) {
+    return Error(Errc::kBusy, fmt::format("store {} is in use by a pull or mount that is preparing images; try "
+                                          "again when it is done", root_));
+  }
+  return ErrnoError("lock " + root_ + "/lock");
+}
+
+Status Store::TouchImage(const std::string& key) {
+  UCRFS_ASSIGN(auto rec, FindImage(key));
+  if (!rec) return Error(Errc::kNotFound, "no image " + key + " in the store");
+  rec->used_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  Txn txn;
+  UCRFS_TRY(txn.Begin(env_->env, true));
+  UCRFS_TRY(txn.Put((*env_)[Dbi::kImages], key, rec->ToJson()));
+  return txn.Commit();
+}
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& root, Mode mode) {
   const std::string index_dir = root + "/index";
@@ -141,7 +170,14 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& root, Mode mode) {
   // DBI handles would close them.
   UCRFS_TRY(txn.Commit());
   std::unique_ptr<Store> store(new Store(root, std::move(env)));
-  if (mode == Mode::kReadWrite) store->RemoveDeadStaging();
+  if (mode == Mode::kReadWrite) {
+    store->lock_fd_ = ::open((root + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (store->lock_fd_ < 0) return ErrnoError("open " + root + "/lock");
+    while (::flock(store->lock_fd_, LOCK_SH) != 0) {
+      if (errno != EINTR) return ErrnoError("lock " + root + "/lock");
+    }
+    store->RemoveDeadStaging();
+  }
   return store;
 }
 

@@ -63,8 +63,10 @@ SPARSE_PAX = [("sparse/pax-holes", 3 << 20,
                [(2 << 20, b"C" * 4096), ((3 << 20) - 10, b"0123456789")])]  # starts with one
 
 
-def features_tars(workdir, with_big=True):
-    """The FEATURES image's three uncompressed layer tars, base first."""
+def features_tars(workdir, with_big=True, cross_layer_hardlink=True):
+    """The FEATURES image's three uncompressed layer tars, base first.
+    cross_layer_hardlink=False leaves out layer 2's hardlink to a layer-1
+    file (what a layer unpacked on its own, for overlayfs, cannot hold)."""
     l1 = [
         L.dir_("./", mtime=T0 - 1000),
         L.dir_("etc"), L.reg("etc/hostname", b"ucrfs\n"), L.reg("etc/empty", b""),
@@ -187,7 +189,7 @@ def features_tars(workdir, with_big=True):
         L.reg("types/dev2f", b"was a char device\n", mtime=t2),
         L.dir_("types/fifo2dir", mode=0o700, mtime=t2),
         L.dir_("meta", mode=0o700, uid=1000, gid=2000, mtime=t2, xattrs={"user.meta": "2"}),
-        L.hard("hard/tolower", "hard/lower"),
+    ] + ([L.hard("hard/tolower", "hard/lower")] if cross_layer_hardlink else []) + [
         L.reg("etc/hostname", b"ucrfs layer 2\n", mode=0o600, mtime=t2),
     ]
     t3 = T0 + 200

@@ -31,6 +31,7 @@ enum class Errc {
   kIo,               // local filesystem failure
   kTooBig,           // over a size limit
   kCanceled,
+  kBusy,             // the store is held by another process (a pull): try again
   kInternal,         // a bug
 };
 

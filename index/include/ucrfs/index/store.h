@@ -41,6 +41,7 @@ struct ImageRecord {
   fetch::Descriptor config;
   std::vector<fetch::Descriptor> layers;  // base first
   int64_t pulled_at = 0;                  // unix seconds
+  int64_t used_at_ms = 0;                 // unix milliseconds of the last mount (0: never); gc's LRU order
   // A read trace (trace.h) that came with the image's ucrfs index: its blob
   // is in the store, and a mount replays it unless told otherwise.
   std::optional<Digest> trace;
@@ -74,6 +75,13 @@ class Store {
   Status CommitImage(Staging& staging, const ImageRecord& image);
 
   Result<std::optional<ImageRecord>> FindImage(const std::string& key) const;
+  // Notes that the image was just used (ImageRecord::used_at_ms).
+  Status TouchImage(const std::string& key);
+
+  // A read-write store holds <root>/lock shared for as long as it is open, so
+  // that gc (which wants it exclusively) never races a pull. kBusy when
+  // another process holds it.
+  Status LockExclusive();
   Result<std::vector<ImageRecord>> ListImages() const;
 
   // The LMDB environment, for the index's own files (lmdb_env.h).
@@ -91,6 +99,7 @@ class Store {
 
   const std::string root_;
   std::unique_ptr<Env> env_;
+  int lock_fd_ = -1;  // <root>/lock, flock()ed shared (read-write stores)
 };
 
 // Receives one blob into staging while hashing it; Finish() verifies it.
