@@ -94,7 +94,6 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
     return fd;
   }
   ++lazy_.stats->cache_misses;
-  ++waiting_;
   ++lazy_.stats->reads_waiting;
   auto started = std::chrono::steady_clock::now();
   through = std::min(through, pieces_.size() - 1);
@@ -102,13 +101,13 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   for (size_t k = i; k <= through; ++k) wanted.push_back(k);
   for (size_t k = through + 1; k < pieces_.size() && k <= through + 64; ++k) wanted.push_back(k);
   uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
-  Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));
-  // Rarely more than once: only when the cache evicts the piece between its
-  // fetch and this open.
   // A small cache limit caps coalescing: a run must never evict its own
   // first piece before it is opened.
   uint64_t cap = std::min(kMaxReadRequest, std::max(needed, kNeighbours));
   if (lazy_.cache && lazy_.cache->max_bytes() > 0) cap = std::min(cap, lazy_.cache->max_bytes() / 4);
+  Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));
+  // Rarely more than once: only when the cache evicts the piece between its
+  // fetch and this open.
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::vector<size_t> run = Claim(wanted, cap, /*background=*/false);
     Status st = run.empty() ? WaitOrOvertake(i) : FetchClaimed(run, /*background=*/false);
@@ -124,7 +123,6 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   lazy_.stats->wait_ns += NsSince(started);
   lazy_.stats->last_wait_ns = NowNs();
   --lazy_.stats->reads_waiting;
-  --waiting_;
   return out;
 }
 
@@ -307,8 +305,7 @@ void PieceFetcher::PrefetchAll() {
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return pieces_[a].blob_offset < pieces_[b].blob_offset; });
   for (size_t pos = 0; pos < order.size();) {
-    while (!stop_ && (waiting_ > 0 || lazy_.stats->reads_waiting > 0 ||
-                      NowNs() - lazy_.stats->last_wait_ns.load() < kQuietNs)) {
+    while (!stop_ && (lazy_.stats->reads_waiting > 0 || NowNs() - lazy_.stats->last_wait_ns.load() < kQuietNs)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     if (stop_) return;

@@ -102,7 +102,6 @@ class PieceFetcher {
   const std::vector<std::string> paths_;  // cache file of each piece
   const PieceCodec codec_;
   const LazyOptions lazy_;
-  std::atomic<int> waiting_{0};  // on-demand reads waiting for the network
   std::atomic<bool> stop_{false};
 
   std::mutex source_mu_;
