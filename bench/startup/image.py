@@ -92,8 +92,9 @@ def apt_install(rootfs, packages, debs):
         sh(["mount", "--bind", "/dev", dev])
         sh(["mount", "--bind", debs, archives])
         sh(["chroot", rootfs, "apt-get", "update", "-q"], env=env)
+        # No `apt-get clean`: it would empty the bound .deb cache; tidy()
+        # removes what apt leaves in the image once this is unmounted.
         sh(["chroot", rootfs, "apt-get", "install", "-y", "-q"] + packages, env=env)
-        sh(["chroot", rootfs, "apt-get", "clean"], env=env)
     finally:
         for m in (archives, dev, proc):
             unmount(m)
