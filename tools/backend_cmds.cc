@@ -30,16 +30,6 @@ std::string RecordFile(const std::string& rootfs) {
   return fmt::format("{}/{}.backend", kRunDir, Digest::Sha256Of(rootfs).hex());
 }
 
-Result<std::string> RealDir(const std::string& path) {
-  char buf[PATH_MAX];
-  if (::realpath(path.c_str(), buf) == nullptr) return ErrnoError("mountpoint " + path);
-  struct stat st;
-  if (::stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Error(Errc::kInvalidArgument, fmt::format("mountpoint {} is not a directory", path));
-  }
-  return std::string(buf);
-}
-
 }  // namespace
 
 Status MountBackend(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg,

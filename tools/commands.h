@@ -22,6 +22,8 @@ struct GlobalFlags {
 };
 
 // Shared by the commands.
+// The absolute, symlink-free path of an existing directory (a mountpoint).
+Result<std::string> RealDir(const std::string& path);
 Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g);
 Result<fetch::Platform> WantedPlatform(const GlobalFlags& g);
 // The store's record of an image, pulling it first when the store has none

@@ -70,15 +70,6 @@ void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stat
   ::unlink(StatsFile(mountpoint).c_str());
 }
 
-Result<std::string> RealDir(const std::string& path) {
-  char buf[PATH_MAX];
-  if (::realpath(path.c_str(), buf) == nullptr) return ErrnoError("mountpoint " + path);
-  struct stat st;
-  if (::stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Error(Errc::kInvalidArgument, fmt::format("mountpoint {} is not a directory", path));
-  }
-  return std::string(buf);
-}
 
 // Serves the image until it is unmounted. `ready` (if >= 0) gets "OK\n" once
 // the mount is serving, or the error line, and is then closed.
@@ -168,6 +159,16 @@ bool ProcessRunning(pid_t pid) {
 }
 
 }  // namespace
+
+Result<std::string> RealDir(const std::string& path) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) == nullptr) return ErrnoError("mountpoint " + path);
+  struct stat st;
+  if (::stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Error(Errc::kInvalidArgument, fmt::format("mountpoint {} is not a directory", path));
+  }
+  return std::string(buf);
+}
 
 Result<index::Prefetch> ParsePrefetch(const std::string& v) {
   if (v == "none") return index::Prefetch::kNone;
