@@ -8,30 +8,23 @@
 #include "ucrfs/common/error.h"
 #include "ucrfs/fetch/source.h"
 #include "ucrfs/index/store.h"
+#include "ucrfs/provisioner/images.h"
 
 namespace ucrfs::cli {
 
-struct GlobalFlags {
+// The global flags: where the store is, and where images come from.
+struct GlobalFlags : provisioner::ImageOptions {
   std::string store = "/var/lib/ucrfs";
   std::string log_level = "warn";
-  std::vector<std::string> insecure_registries;
-  std::string registry_ca;
-  std::string docker_config;
-  std::string docker_registry;
-  std::string platform;
 };
 
 // Shared by the commands.
 // The absolute, symlink-free path of an existing directory (a mountpoint).
 Result<std::string> RealDir(const std::string& path);
-Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g);
-Result<fetch::Platform> WantedPlatform(const GlobalFlags& g);
-// The store's record of an image, pulling it first when the store has none
-// (lazily: eStargz / zstd:chunked layers indexed from their TOC, gzip layers
-// from a ucrfs index when the registry has one). `received` (if given) counts
-// the bytes that came from the source.
-Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
-                                     bool lazy, std::atomic<uint64_t>* received = nullptr);
+using provisioner::AutoGc;
+using provisioner::GetOrPull;
+using provisioner::MakeSourceOptions;
+using provisioner::WantedPlatform;
 
 Status Pull(const GlobalFlags& g, const std::string& image);
 Status Inspect(const GlobalFlags& g, const std::string& image, bool json);
@@ -59,9 +52,6 @@ struct GcFlags {
 };
 Status Rmi(const GlobalFlags& g, const std::string& image);
 Status Gc(const GlobalFlags& g, const GcFlags& f);
-// With a limit saved by `gc --save`: collects the least recently used images
-// when the store is over it (never `using_key`, the image being used now).
-void AutoGc(const std::string& store_dir, index::Store& store, const std::string& using_key);
 
 struct IndexPushFlags {
   uint64_t span = 1 << 20;  // decoded bytes between checkpoints

@@ -19,92 +19,6 @@
 namespace ucrfs::cli {
 namespace {
 
-// --docker-registry: a directory of `docker save` archives (an absolute path
-// or file:// URL), or the registry for names that carry none (URL or
-// host[:port]), as the Mesos agent flag of the same name.
-Status ApplyDockerRegistry(const std::string& value, fetch::SourceOptions& opts) {
-  if (value.empty()) return Ok();
-  std::string v = value;
-  if (v.rfind("file://", 0) == 0) v = v.substr(7);
-  if (!v.empty() && v.front() == '/') {
-    opts.archive_dir = v;
-    return Ok();
-  }
-  for (const char* scheme : {"http", "https"}) {
-    std::string prefix = std::string(scheme) + "://";
-    if (v.rfind(prefix, 0) == 0) {
-      v = v.substr(prefix.size());
-      opts.default_registry_scheme = scheme;
-    }
-  }
-  v = v.substr(0, v.find('/'));
-  UCRFS_ASSIGN(auto ep, fetch::ParseRegistryEndpoint(v));
-  if (ep.host.empty()) return Error(Errc::kInvalidArgument, fmt::format("--docker-registry: bad value '{}'", value));
-  opts.default_registry = v;
-  return Ok();
-}
-
-// Passes everything through, counting the bytes that came from the source:
-// what a mount fetched before it serves (manifests, config, TOCs, ucrfs
-// indexes, downloaded layers), for `ucrfs stats`.
-class CountingSource final : public fetch::ImageSource {
- public:
-  CountingSource(fetch::ImageSource& inner, std::atomic<uint64_t>& bytes) : inner_(inner), bytes_(bytes) {}
-  std::string Describe() const override { return inner_.Describe(); }
-  Result<fetch::ManifestBlob> GetRootManifest() override { return Count(inner_.GetRootManifest()); }
-  Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor& d) override { return Count(inner_.GetManifest(d)); }
-  Result<std::optional<fetch::ManifestBlob>> GetTaggedManifest(const std::string& tag) override {
-    auto m = inner_.GetTaggedManifest(tag);
-    if (m.ok() && *m) bytes_ += (*m)->body.size();
-    return m;
-  }
-  Status GetBlob(const fetch::Descriptor& d, fetch::BlobSink& sink) override {
-    Status st = inner_.GetBlob(d, sink);
-    bytes_ += sink.written();
-    return st;
-  }
-  Result<std::string> GetBlobRange(const fetch::Descriptor& d, uint64_t offset, uint64_t length) override {
-    auto r = inner_.GetBlobRange(d, offset, length);
-    if (r.ok()) bytes_ += r->size();
-    return r;
-  }
-
- private:
-  Result<fetch::ManifestBlob> Count(Result<fetch::ManifestBlob> m) {
-    if (m.ok()) bytes_ += m->body.size();
-    return m;
-  }
-  fetch::ImageSource& inner_;
-  std::atomic<uint64_t>& bytes_;
-};
-
-}  // namespace
-
-Result<fetch::SourceOptions> MakeSourceOptions(const GlobalFlags& g) {
-  fetch::SourceOptions opts;
-  opts.insecure_registries = g.insecure_registries;
-  opts.registry_ca_file = g.registry_ca;
-  if (!g.registry_ca.empty() && !PathExists(g.registry_ca)) {
-    return Error(Errc::kNotFound, fmt::format("--registry-ca: {} does not exist", g.registry_ca));
-  }
-  std::optional<std::string> cfg;
-  if (!g.docker_config.empty()) cfg = g.docker_config;
-  auto dc = fetch::DockerConfig::Load(cfg);
-  if (!dc.ok()) return dc.error().Wrap("docker config");
-  opts.docker_config = std::move(dc).value();
-  UCRFS_TRY(ApplyDockerRegistry(g.docker_registry, opts));
-  return opts;
-}
-
-Result<fetch::Platform> WantedPlatform(const GlobalFlags& g) {
-  if (g.platform.empty()) return fetch::Platform::Host();
-  auto p = fetch::Platform::Parse(g.platform);
-  if (!p.ok()) return p.error().Wrap("--platform");
-  return p;
-}
-
-namespace {
-
 std::string HumanSize(int64_t n) {
   if (n < 0) return "?";
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -118,30 +32,6 @@ std::string HumanSize(int64_t n) {
 }
 
 }  // namespace
-
-Result<index::ImageRecord> GetOrPull(const GlobalFlags& g, index::Store& store, const std::string& image,
-                                     bool lazy, std::atomic<uint64_t>* received) {
-  UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
-  UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
-  UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
-  UCRFS_ASSIGN(auto record, store.FindImage(ref.str()));
-  if (record) {
-    if (Status st = store.TouchImage(ref.str()); !st.ok()) spdlog::warn("{}", st.error().message());
-    return *record;
-  }
-  UCRFS_ASSIGN(auto platform, WantedPlatform(g));
-  UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
-  std::atomic<uint64_t> ignored{0};
-  CountingSource counting(*source, received ? *received : ignored);
-  index::PullOptions po;
-  po.platform = platform;
-  po.lazy = lazy;
-  UCRFS_ASSIGN(auto res, index::Pull(store, counting, ref.str(), po));
-  spdlog::info("pulled {}: {} blobs fetched ({} bytes), {} already in the store, {} lazy layers", ref.str(),
-               res.blobs_fetched, res.bytes_fetched, res.blobs_reused, res.layers_lazy);
-  AutoGc(g.store, store, ref.str());
-  return res.record;
-}
 
 Status Pull(const GlobalFlags& g, const std::string& image) {
   UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
