@@ -9,6 +9,7 @@
 #include "ucrfs/fetch/source.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/provisioner/images.h"
+#include "ucrfs/provisioner/provisioner.h"
 
 namespace ucrfs::cli {
 
@@ -16,6 +17,7 @@ namespace ucrfs::cli {
 struct GlobalFlags : provisioner::ImageOptions {
   std::string store = "/var/lib/ucrfs";
   std::string log_level = "warn";
+  std::string work_dir;  // provisioner and containers; empty: <store>/work
 };
 
 // Shared by the commands.
@@ -65,5 +67,23 @@ Status Umount(const std::string& mountpoint, bool lazy);
 Status MountBackend(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 bool IsBackendRootfs(const std::string& rootfs);
 Status UmountBackend(const std::string& rootfs);
+
+// The provisioner (provision_cmds.cc).
+struct ProvisionFlags {
+  std::string container_id;
+  std::string image;
+  std::string backend = "fuse";
+  bool read_only = false;
+  bool json = false;
+  int fetch_timeout_s = 30;
+};
+std::string WorkDir(const GlobalFlags& g);
+Result<std::unique_ptr<provisioner::Provisioner>> MakeProvisioner(const GlobalFlags& g, int fetch_timeout_s = 30);
+Status Provision(const GlobalFlags& g, const ProvisionFlags& f);
+Status Destroy(const GlobalFlags& g, const std::string& container_id);
+Status Containers(const GlobalFlags& g, bool json);
+// Provisioner::Recover: destroys the containers not in `live`, brings back
+// the rootfses of the live ones.
+Status RecoverContainers(const GlobalFlags& g, const std::vector<std::string>& live);
 
 }  // namespace ucrfs::cli

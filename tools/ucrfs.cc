@@ -26,6 +26,8 @@ void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
                  "directory of docker save archives DIR/NAME[:TAG].tar");
   app.add_option("--platform", g.platform,
                  "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
+  app.add_option("--work-dir", g.work_dir,
+                 "Where containers' rootfses and scratch directories live (default: STORE/work)");
 }
 
 int Main(int argc, char** argv) {
@@ -80,6 +82,11 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   auto* recover = app.add_subcommand("recover", "Serve again every FUSE mount of the store whose server died, "
                                               "and forget the records of mounts that are gone");
+  std::vector<std::string> live;
+  recover->add_option("--live", live,
+                      "A container that still runs (repeatable): when given, every other provisioned container "
+                      "is destroyed, and the live ones' rootfses serve again")
+      ->take_all();
   GcFlags gcf;
   auto* rmi = app.add_subcommand("rmi", "Remove an image from the store, with whatever only it used (refused "
                                         "while a mount serves it)");
@@ -115,6 +122,25 @@ int Main(int argc, char** argv) {
   umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
 
+  ProvisionFlags pf;
+  std::string container_id;
+  auto* provision = app.add_subcommand("provision", "Make a rootfs of IMAGE for container ID under the work dir "
+                                                    "(Mesos' layout); print its path");
+  provision->add_option("ID", pf.container_id, "Container id ([A-Za-z0-9._-])")->required();
+  provision->add_option("IMAGE", pf.image, "Image")->required();
+  provision->add_option("--backend", pf.backend, "fuse (lazy; writable through overlayfs), overlay, copy or bind")
+      ->capture_default_str();
+  provision->add_flag("--read-only", pf.read_only, "No writable upper layer (bind is always read-only)");
+  provision->add_flag("--json", pf.json, "One JSON object: rootfs, id, backend, image, digest, runtime config");
+  provision->add_option("--fetch-timeout", pf.fetch_timeout_s,
+                        "Seconds after which a lazy read that cannot be fetched fails with EIO")
+      ->capture_default_str();
+  auto* destroy = app.add_subcommand("destroy", "Remove every rootfs of container ID: unmount, end FUSE servers, "
+                                                "remove scratch");
+  destroy->add_option("ID", container_id, "Container id")->required();
+  auto* containers = app.add_subcommand("containers", "List the provisioned containers and their rootfses");
+  containers->add_flag("--json", json, "A JSON array of {container, rootfses: [{id, rootfs, backend, writable, image}]}");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -134,9 +160,13 @@ int Main(int argc, char** argv) {
   if (*stats) st = Stats(mountpoint, json);
   if (*index_push) st = IndexPush(g, image, ipf);
   if (*rmi) st = Rmi(g, image);
-  if (*recover) st = Recover(g);
+  if (*recover && recover->count("--live") > 0) st = RecoverContainers(g, live);
+  if (*recover && st.ok()) st = Recover(g);
   if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
+  if (*provision) st = Provision(g, pf);
+  if (*destroy) st = Destroy(g, container_id);
+  if (*containers) st = Containers(g, json);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());
     return 1;
