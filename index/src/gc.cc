@@ -111,6 +111,16 @@ Status Delete(Txn& txn, MDB_dbi dbi, std::string_view key) {
   return rc == 0 || rc == MDB_NOTFOUND ? Ok() : Status(LmdbError("delete", rc));
 }
 
+}  // namespace
+
+std::string UnpackedChainName(const std::vector<fetch::Descriptor>& layers, size_t n) {
+  std::string ids;
+  for (size_t i = 0; i < n && i < layers.size(); ++i) ids += layers[i].digest.str() + "\n";
+  return Digest::Sha256Of(ids).hex();
+}
+
+namespace {
+
 // Everything the store's image records reach, then everything else removed.
 Status Sweep(Store& store, GcResult& out) {
   UCRFS_ASSIGN(auto images, store.ListImages());
@@ -121,9 +131,10 @@ Status Sweep(Store& store, GcResult& out) {
     blobs.insert(r.config.digest.str());
     if (r.index_digest) blobs.insert(r.index_digest->str());
     if (r.trace) blobs.insert(r.trace->str());
-    for (const auto& l : r.layers) {
-      blobs.insert(l.digest.str());
-      layers.insert(l.digest.str());
+    for (size_t i = 0; i < r.layers.size(); ++i) {
+      blobs.insert(r.layers[i].digest.str());
+      layers.insert(r.layers[i].digest.str());
+      layers.insert("chain:" + UnpackedChainName(r.layers, i + 1));  // unpacked/chain/<name>
     }
   }
   // LMDB first: a record never outlives the files it names; files nothing

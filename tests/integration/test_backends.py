@@ -175,12 +175,25 @@ class FeaturesBackendsTest(BackendCase):
         self.assertEqual([n for n in os.listdir(unpacked) if n.startswith(".")], [], "temporary dirs left")
         self.destroy(mp, store=self.shared)
 
-    def test_overlay_refuses_cross_layer_hardlink(self):
-        res, mp = self.provision("overlay", "oci:%s:full" % self.layout, store=self.shared, check=False)
-        self.assertFailedOneLine(res, r"hard/tolower.*not in this layer")
-        self.assertEqual(mounts_at_or_below(mp), [])
-        self.assertEqual(os.listdir(mp), [])
-        self.assertFalse(os.path.exists(self.record(mp)))
+    def test_overlay_with_cross_layer_hardlink_equals_umoci(self):
+        """FEATURES in full: a layer hardlinks to a file of the layer below
+        (hard/tolower). That layer is unpacked for its chain of layers, with
+        the target copied in beside the link; the tree equals umoci's,
+        hardlink groups included."""
+        _, mp = self.provision("overlay", "oci:%s:full" % self.layout, store=self.shared)
+        ex = overlay_exclusions(self.tars, True)
+        got = self.assertSameTree(self.ref["full"], mp, ex, "overlay, cross-layer hardlink")
+        self.assertEqual(T.check_facts(mp, F.FEATURE_FACTS), [], "overlay: layer semantics")
+        groups = [g for g in F.FEATURE_LINK_GROUPS if b"hard/g2a" not in g]
+        self.assertEqual(T.link_groups(got, groups), [], "overlay: hardlinks, across layers too")
+        chain = os.path.join(self.shared, "unpacked", "chain")
+        self.assertEqual(len([n for n in os.listdir(chain) if not n.startswith(".")]), 1,
+                         "the linking layer is unpacked once for its chain: %r" % os.listdir(chain))
+        self.destroy(mp, store=self.shared)
+        # Another rootfs reuses the chain's unpack.
+        _, mp2 = self.provision("overlay", "oci:%s:full" % self.layout, store=self.shared)
+        self.assertEqual(len([n for n in os.listdir(chain) if not n.startswith(".")]), 1)
+        self.destroy(mp2, store=self.shared)
 
     def test_bind_equals_umoci(self):
         _, mp = self.provision("bind", "oci:%s:base" % self.layout, store=self.shared)

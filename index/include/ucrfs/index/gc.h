@@ -40,6 +40,11 @@ struct MountState {
 };
 Result<std::vector<MountState>> ListMounts(const Store& store);
 
+// The name under <store>/unpacked/chain/ of the first `n` layers of
+// `layers` unpacked as one (the overlay backend's copy of a layer that
+// hardlinks into the layers below it): the hex sha256 of their digests.
+std::string UnpackedChainName(const std::vector<fetch::Descriptor>& layers, size_t n);
+
 struct GcOptions {
   std::vector<std::string> keep;  // image keys never removed
   // 0: remove every image record no live mount uses (and not kept); else only
