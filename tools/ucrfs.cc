@@ -114,6 +114,11 @@ int Main(int argc, char** argv) {
   auto* umount = app.add_subcommand("umount", "Unmount a ucrfs mount and wait for its server to exit");
   umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
+  // Not for users: a FUSE mount server starts it to hold the mount's
+  // connection across its own death (fusefs/keeper.h). Hidden from --help.
+  auto* keeper = app.add_subcommand("fuse-keeper", "");
+  keeper->group("");
+  keeper->add_option("--mountpoint", mountpoint, "The mount whose connection is kept (for ps)");
 
   try {
     app.parse(argc, argv);
@@ -137,6 +142,7 @@ int Main(int argc, char** argv) {
   if (*recover) st = Recover(g);
   if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
+  if (*keeper) st = FuseKeeper();
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());
     return 1;
