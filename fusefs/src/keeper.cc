@@ -163,6 +163,9 @@ Status RunKeeper(int fuse_fd, int listen_fd, int lease_fd) {
   socklen_t self_len = sizeof self;
   std::string path;
   if (::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&self), &self_len) == 0) path = self.sun_path;
+  // Connecting clients learn their peer's pid (SO_PEERCRED) from whoever
+  // last called listen(): the server did; make it the keeper.
+  if (::listen(listen_fd, 4) != 0) return ErrnoError("keeper: listen");
   UCRFS_ASSIGN(std::string init, Recv(lease_fd));
   if (init.empty()) return Error(Errc::kInvalidArgument, "keeper: the server sent no INIT");
   Status result;
