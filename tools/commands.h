@@ -46,6 +46,9 @@ Status Stats(const std::string& mountpoint, bool json);
 // Restarts the server of every recorded FUSE mount whose server died (the
 // mountpoint serves again), and forgets the records of mounts that are gone.
 Status Recover(const GlobalFlags& g);
+// The keeper process of a FUSE mount (the hidden `fuse-keeper` command the
+// server starts): holds the connection on fds 3, 4, 5 (fusefs/keeper.h).
+Status FuseKeeper();
 
 struct GcFlags {
   std::vector<std::string> keep;  // images never removed

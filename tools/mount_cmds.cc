@@ -7,7 +7,15 @@
 // reopened in the child.
 //
 // A running server records itself in /run/ucrfs/mounts/<sha256(mountpoint)>
-// (pid, mountpoint, image); `umount` unmounts and waits for that pid to exit.
+// (pid, mountpoint, image, keeper pid); `umount` unmounts and waits for the
+// server and the keeper to exit.
+//
+// Beside the server runs its keeper (fusefs/keeper.h: the hidden
+// `fuse-keeper` command), which holds the mount's /dev/fuse connection and
+// listens on <record>.keeper. If the server dies, the mount's requests wait
+// instead of failing, and `recover` starts a server that adopts the
+// connection: processes using the mount (a container whose root it is) only
+// see a pause.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -19,6 +27,7 @@
 #include <climits>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -29,6 +38,7 @@
 #include "mount_trace.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/fusefs/keeper.h"
 #include "ucrfs/fusefs/server.h"
 #include "ucrfs/index/chunk_cache.h"
 #include "ucrfs/index/gc.h"
@@ -44,6 +54,30 @@ std::string PidFile(const std::string& mountpoint) {
 }
 
 std::string StatsFile(const std::string& mountpoint) { return PidFile(mountpoint) + ".stats"; }
+
+std::string KeeperSocket(const std::string& mountpoint) { return PidFile(mountpoint) + ".keeper"; }
+
+// The pids in a mount's record: the server's (line 1) and its keeper's
+// (line 4; 0 when the mount has none).
+struct RecordPids {
+  pid_t server = 0, keeper = 0;
+};
+RecordPids ReadRecordPids(const std::string& mountpoint) {
+  RecordPids out;
+  auto pf = ReadFile(PidFile(mountpoint));
+  if (!pf.ok()) return out;
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < pf->size()) {
+    size_t eol = pf->find('\n', start);
+    if (eol == std::string::npos) eol = pf->size();
+    lines.push_back(pf->substr(start, eol - start));
+    start = eol + 1;
+  }
+  if (!lines.empty()) out.server = static_cast<pid_t>(std::atol(lines[0].c_str()));
+  if (lines.size() > 3) out.keeper = static_cast<pid_t>(std::atol(lines[3].c_str()));
+  return out;
+}
 
 nlohmann::json StatsJson(const index::FetchStats& s) {
   return {{"requests", s.requests.load()},           {"bytesFetched", s.bytes_fetched.load()},
@@ -90,8 +124,21 @@ index::SourceOpener MakeOpener(fetch::ImageRef ref, fetch::SourceOptions opts, i
   };
 }
 
+// Starts the keeper of the mount `server` made (see the top of the file).
+// A mount without one still serves; it just cannot be resumed.
+Result<fusefs::StartedKeeper> StartKeeper(const fusefs::FuseServer& server, const std::string& mountpoint) {
+  UCRFS_ASSIGN(int listen, fusefs::ListenKeeper(KeeperSocket(mountpoint)));
+  auto started = fusefs::StartKeeper({"/proc/self/exe", "fuse-keeper", "--mountpoint=" + mountpoint}, server.fd(),
+                                     listen, server.init_request());
+  ::close(listen);
+  if (!started.ok()) ::unlink(KeeperSocket(mountpoint).c_str());
+  return started;
+}
+
+// With `adopt`, takes over the connection of the mount at `mountpoint` from
+// its keeper instead of mounting (the previous server died).
 Status Serve(const std::string& store_dir, const index::ImageRecord& image, index::LazyOptions lazy,
-             MountTraces& traces, const std::string& mountpoint, int ready) {
+             MountTraces& traces, const std::string& mountpoint, int ready, bool adopt) {
   auto report = [&](const Status& st) {
     if (ready < 0) return;
     std::string msg = st.ok() ? "OK\n" : st.error().message() + "\n";
@@ -107,6 +154,21 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     fusefs::MountOptions mo;
     mo.mountpoint = mountpoint;
     mo.fsname = "ucrfs";
+    // All workers read the connection's own fd, which the keeper shares, so
+    // that what a dying server had read can be resent to the next one.
+    mo.clone_fd = false;
+    fusefs::Adopted adopted;
+    if (adopt) {
+      UCRFS_ASSIGN(adopted, fusefs::AdoptFromKeeper(KeeperSocket(mountpoint)));
+      mo.adopt_fd = adopted.fuse_fd;
+      mo.adopt_init = adopted.init;
+    }
+    // Ours from here (the keeper's "bye" when this server ends cleanly).
+    struct Lease {
+      int fd = -1;
+      ~Lease() { fusefs::ReleaseKeeper(fd); }
+    } lease{adopted.lease_fd};
+    pid_t keeper = adopted.keeper_pid;
     // SIGTERM, SIGINT and SIGHUP end the server cleanly: a thread waits for
     // them and asks the session to exit; the server's destructor unmounts.
     // They are blocked before any FUSE worker thread exists, so only that
@@ -117,7 +179,18 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);
     UCRFS_ASSIGN(auto server, fusefs::FuseServer::Mount(traces.Serve(std::move(tree)), mo));
     UCRFS_TRY(MakeDirs(kRunDir));
-    UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint), fmt::format("{}\n{}\n{}\n", ::getpid(), mountpoint, image.key)));
+    if (!adopt) {
+      auto started = StartKeeper(*server, mountpoint);
+      if (started.ok()) {
+        lease.fd = started->lease_fd;
+        keeper = started->pid;
+      } else {
+        spdlog::warn("{}: no keeper, so the mount cannot be resumed if its server dies: {}", mountpoint,
+                     started.error().message());
+      }
+    }
+    UCRFS_TRY(WriteFileAtomic(PidFile(mountpoint),
+                              fmt::format("{}\n{}\n{}\n{}\n", ::getpid(), mountpoint, image.key, keeper)));
     // In the store too: gc keeps what a live mount serves.
     index::MountRecord mrec{mountpoint, image.key, image.manifest_digest, ::getpid(), "fuse"};
     if (Status rs = index::RecordMount(*store, mrec); !rs.ok()) spdlog::warn("{}", rs.error().message());
@@ -137,6 +210,10 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     ::kill(::getpid(), SIGTERM);  // wakes the stopper if no signal came
     stopper.join();
     server.reset();  // unmounts if a signal, not an unmount, ended the loop
+    // The keeper lets the connection go and exits: a mount still in use
+    // after a lazy unmount answers ENOTCONN, as without a keeper.
+    fusefs::ReleaseKeeper(lease.fd);
+    lease.fd = -1;
     ::unlink(PidFile(mountpoint).c_str());
     // A server that stops on its own (umount, signal) forgets its mount; one
     // that is killed leaves the record for `ucrfs recover`.
@@ -177,8 +254,12 @@ Result<index::Prefetch> ParsePrefetch(const std::string& v) {
   return Error(Errc::kInvalidArgument, fmt::format("--prefetch: '{}' is not none, landmark or all", v));
 }
 
-Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
-  if (m.backend != "fuse") return MountBackend(g, image, mountpoint_arg, m);
+namespace {
+
+// `mount`, or with `adopt` the start of a server that takes the mount at
+// mountpoint_arg over from its keeper.
+Status MountFuse(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg,
+                 const MountFlags& m, bool adopt) {
   // Anything but a keyword names a trace to replay; the lazy layers then
   // carry on as `all`.
   auto keyword = ParsePrefetch(m.prefetch);
@@ -186,8 +267,13 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   UCRFS_ASSIGN(auto traces, MountTraces::Prepare(keyword.ok() ? "" : m.prefetch, m.record));
   index::Prefetch prefetch = keyword.ok() ? *keyword : index::Prefetch::kAll;
   if (m.fetch_timeout_s <= 0) return Error(Errc::kInvalidArgument, "--fetch-timeout must be positive");
-  UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
-  if (fusefs::IsMounted(mountpoint)) {
+  // A mount being adopted is not touched: until a server serves it, any
+  // stat of it waits. Its recorded path is canonical already.
+  std::string mountpoint = mountpoint_arg;
+  if (!adopt) {
+    UCRFS_ASSIGN(mountpoint, RealDir(mountpoint_arg));
+  }
+  if (!adopt && fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is already a ucrfs mount", mountpoint));
   }
   UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
@@ -214,7 +300,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
   lazy.prefetch = prefetch;
   lazy.cache = index::ChunkCache::Open(g.store + "/chunks", m.max_cache_size);
-  if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1);
+  if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1, adopt);
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -231,7 +317,7 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
-    Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1]);
+    Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1], adopt);
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
@@ -252,27 +338,39 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
   return Error(Errc::kIo, answer);
 }
 
+}  // namespace
+
+Status Mount(const GlobalFlags& g, const std::string& image, const std::string& mountpoint_arg, const MountFlags& m) {
+  if (m.backend != "fuse") return MountBackend(g, image, mountpoint_arg, m);
+  return MountFuse(g, image, mountpoint_arg, m, /*adopt=*/false);
+}
+
 Status Umount(const std::string& mountpoint_arg, bool lazy) {
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
   if (IsBackendRootfs(mountpoint)) return UmountBackend(mountpoint);
   if (!fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
   }
-  pid_t pid = 0;
-  if (auto pf = ReadFile(PidFile(mountpoint)); pf.ok()) pid = static_cast<pid_t>(std::atol(pf->c_str()));
+  const RecordPids pids = ReadRecordPids(mountpoint);
   UCRFS_TRY(fusefs::Unmount(mountpoint, lazy));
-  // The server's loop ends when the kernel closes the session; wait for it so
-  // that no server outlives the mount.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (pid > 0 && ProcessRunning(pid)) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGTERM);
-      ::unlink(PidFile(mountpoint).c_str());
-      return Error(Errc::kIo, fmt::format("server {} for {} did not exit after unmount; sent SIGTERM", pid,
-                                          mountpoint));
+  // The server's loop ends when the kernel closes the session, and so does
+  // the keeper (also when the server had died); wait for both so that no
+  // process outlives the mount. After a lazy unmount of a busy mount they
+  // serve on until its last user lets go.
+  for (pid_t pid : {pids.server, pids.keeper}) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (pid > 0 && ProcessRunning(pid)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGTERM);
+        ::unlink(PidFile(mountpoint).c_str());
+        return Error(Errc::kIo, fmt::format("{} {} for {} did not exit after unmount; sent SIGTERM",
+                                            pid == pids.server ? "server" : "keeper", pid, mountpoint));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  // A server that had died could not remove its record.
+  if (pids.server > 0 && !ProcessRunning(pids.server)) ::unlink(PidFile(mountpoint).c_str());
   return Ok();
 }
 
@@ -292,6 +390,22 @@ Status Recover(const GlobalFlags& g) {
       fmt::print("serving    {} ({})\n", r.mountpoint, r.image);
       continue;
     }
+    if (fusefs::KeeperAlive(KeeperSocket(r.mountpoint))) {
+      // The keeper still holds the connection: the mount's requests wait.
+      // A new server adopts it; its record replaces the dead one's. (Also
+      // when the mount was detached: its users still wait for answers.)
+      Status st = MountFuse(g, r.image, r.mountpoint, MountFlags{}, /*adopt=*/true);
+      if (st.ok()) {
+        fmt::print("resumed    {} ({})\n", r.mountpoint, r.image);
+        continue;
+      }
+      // Only when the keeper went away meanwhile does a remount still help.
+      if (fusefs::KeeperAlive(KeeperSocket(r.mountpoint))) {
+        fmt::print("failed     {} ({}): {}\n", r.mountpoint, r.image, st.error().message());
+        if (first.ok()) first = st.error().Wrap("recover " + r.mountpoint);
+        continue;
+      }
+    }
     auto store = index::Store::Open(g.store, index::Store::Mode::kReadOnly);
     if (!fusefs::IsMounted(r.mountpoint)) {
       // Server and mount both gone: only the record is left.
@@ -300,8 +414,8 @@ Status Recover(const GlobalFlags& g) {
       fmt::print("forgotten  {} ({})\n", r.mountpoint, r.image);
       continue;
     }
-    // The server died under its mount (reads answer ENOTCONN): detach the
-    // dead mount and serve the image there again.
+    // The server and its keeper died under the mount (reads answer
+    // ENOTCONN): detach the dead mount and serve the image there again.
     Status st = fusefs::Unmount(r.mountpoint, /*lazy=*/true);
     if (st.ok()) {
       ::unlink(PidFile(r.mountpoint).c_str());
@@ -317,6 +431,11 @@ Status Recover(const GlobalFlags& g) {
     }
   }
   return first;
+}
+
+Status FuseKeeper() {
+  // fds 3, 4, 5: the connection, the listening socket, the lease (StartKeeper).
+  return fusefs::RunKeeper(3, 4, 5);
 }
 
 Status Stats(const std::string& mountpoint_arg, bool json) {

@@ -121,6 +121,11 @@ int Main(int argc, char** argv) {
   auto* umount = app.add_subcommand("umount", "Unmount a ucrfs mount and wait for its server to exit");
   umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
+  // Not for users: a FUSE mount server starts it to hold the mount's
+  // connection across its own death (fusefs/keeper.h). Hidden from --help.
+  auto* keeper = app.add_subcommand("fuse-keeper", "");
+  keeper->group("");
+  keeper->add_option("--mountpoint", mountpoint, "The mount whose connection is kept (for ps)");
 
   ProvisionFlags pf;
   std::string container_id;
@@ -167,6 +172,7 @@ int Main(int argc, char** argv) {
   if (*provision) st = Provision(g, pf);
   if (*destroy) st = Destroy(g, container_id);
   if (*containers) st = Containers(g, json);
+  if (*keeper) st = FuseKeeper();
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());
     return 1;

@@ -2,14 +2,18 @@
 // Per-operation logic and the errno mapping live in dispatcher.cc.
 #include "ucrfs/fusefs/server.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cassert>
 #include <cerrno>
 #include <climits>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +34,35 @@ namespace ucrfs::fusefs {
 // conn->max_read at init, or libfuse fails the session with EPROTO.
 constexpr unsigned kMaxRead = 1u << 20;
 
+// The kernel's wire format (<linux/fuse.h>), which libfuse does not install
+// and which clashes with libfuse's headers; only what adoption needs.
+struct KernelInHeader {
+  uint32_t len;
+  uint32_t opcode;
+  uint64_t unique;
+  uint64_t nodeid;
+  uint32_t uid, gid, pid;
+  uint16_t total_extlen, padding;
+};
+static_assert(sizeof(KernelInHeader) == 40);
+struct KernelOutHeader {
+  uint32_t len;
+  int32_t error;  // for a notification (unique 0): its code
+  uint64_t unique;
+};
+static_assert(sizeof(KernelOutHeader) == 16);
+constexpr uint32_t kOpInit = 26;  // FUSE_INIT
+// Linux 6.9 (protocol 7.40) and later: a notification that moves every
+// request a server read but did not answer back to the pending queue, to be
+// read again. Debian 12's <linux/fuse.h> (7.38) predates it.
+constexpr int32_t kNotifyResend = 7;
+
+// The unique id of the FUSE_INIT that an adopting server feeds its own
+// session (see "Adoption" below). The kernel numbers requests upwards from 0
+// in steps of 2 and marks resent ones with bit 63; bit 62 it never reaches,
+// so the reply to this id matches no request and the kernel drops it.
+constexpr uint64_t kAdoptUnique = uint64_t{1} << 62;
+
 struct FuseServer::Impl {
   Impl(std::shared_ptr<index::Tree> tree, MountOptions o)
       : opts(std::move(o)), dispatcher(std::move(tree), Timeouts{opts.entry_timeout_s, opts.attr_timeout_s}) {}
@@ -37,6 +70,10 @@ struct FuseServer::Impl {
   // Constant after Mount().
   const MountOptions opts;  // opts.mountpoint is canonical
   fuse_session* se = nullptr;
+  // The session took over another server's connection (MountOptions::
+  // adopt_fd): libfuse did not mount, so it will not unmount either.
+  bool adopted = false;
+  std::string init_request;  // see FuseServer::init_request()
   // Shared by all worker threads; thread-safe.
   Dispatcher dispatcher;
 
@@ -158,9 +195,12 @@ void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   r.Entry(EntryParam(*a, D(req).timeouts()));
 }
 
-// Inode numbers are the Tree's, stable and valid for the life of the mount;
-// nothing is allocated per lookup, so the kernel's lookup counts need no
-// bookkeeping and forgetting frees nothing.
+// Inode numbers are the Tree's (numbered when the index was built, stored in
+// it), stable and valid for the life of the mount and the same in every
+// server of it; nothing is allocated per lookup, so the kernel's lookup
+// counts need no bookkeeping and forgetting frees nothing. A server that
+// adopts a connection (see "Adoption") never learns the counts the dead one
+// saw; for an immutable tree nothing depends on them.
 void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) { Request(req).None(); }
 void OnForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { Request(req).None(); }
 
@@ -185,6 +225,8 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (o->zero_message) return r.OpenNeedsNoMessage();
   fi->keep_cache = o->keep_cache;
   fi->direct_io = 0;  // reads go through the page cache
+  // fi->fh stays 0: read needs only the inode, so a file opened under a
+  // server that died reads the same under the one that adopted the mount.
   r.Open(*fi);
 }
 
@@ -206,20 +248,24 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // "success, and send no more opendir/releasedir": a warm walk then costs no
   // request per directory (the kernel still caches listings).
   if (D(req).zero_message_opendir()) return r.OpenNeedsNoMessage();
-  std::unique_ptr<DirHandle> dir = D(req).OpenDir(ino);
-  fi->fh = reinterpret_cast<uint64_t>(dir.get());
+  // No state in fi->fh (it stays 0): a directory opened under a server that
+  // died is read under the server that adopted its connection, and a
+  // pointer from the old process would be garbage here. readdir uses the
+  // shared per-directory handle, which is all an immutable listing needs.
+  (void)ino;
+  fi->fh = 0;
   // The kernel may keep the listing in its page cache and serve later
   // opendir+readdir from it: directories never change.
   fi->cache_readdir = 1;
   fi->keep_cache = 1;
-  if (r.Open(*fi) == 0) dir.release();  // owned by the kernel's open file until releasedir
+  r.Open(*fi);
 }
 
 void ReplyReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   Request r(req);
-  std::shared_ptr<DirHandle> shared;  // no opendir was sent: fh is 0
-  if (fi->fh == 0) shared = D(req).SharedDir(ino);
-  auto* dir = fi->fh != 0 ? reinterpret_cast<DirHandle*>(fi->fh) : shared.get();
+  // fi->fh is never read: see OnOpenDir.
+  (void)fi;
+  std::shared_ptr<DirHandle> dir = D(req).SharedDir(ino);
   std::vector<char> buf(size);
   size_t used = 0;
   const Timeouts& t = D(req).timeouts();
@@ -255,10 +301,7 @@ void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
   ReplyReadDir(req, ino, size, off, fi, /*plus=*/true);
 }
 
-void OnReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
-  Request(req).Success();
-}
+void OnReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { Request(req).Success(); }
 
 void OnStatFs(fuse_req_t req, fuse_ino_t) { Request(req).StatFs(D(req).StatFs()); }
 
@@ -380,13 +423,94 @@ Result<std::string> CanonicalDir(const std::string& path) {
   return std::string(buf);
 }
 
+// The first request of a new mount is the kernel's FUSE_INIT. Reads and
+// answers it here, before any worker exists, keeping a copy of it for a
+// server that may one day adopt the connection.
+Status Handshake(fuse_session* se, const std::string& mountpoint, std::string* init) {
+  fuse_buf buf{};
+  int n;
+  do {
+    n = fuse_session_receive_buf(se, &buf);
+  } while (n == -EINTR || n == -EAGAIN);
+  if (n <= 0) {
+    std::free(buf.mem);
+    return Error(Errc::kIo, fmt::format("FUSE mount at {}: no INIT from the kernel ({})", mountpoint,
+                                        n == 0 ? "connection closed" : std::strerror(-n)));
+  }
+  const auto* in = static_cast<const KernelInHeader*>(buf.mem);
+  if (static_cast<size_t>(n) < sizeof(KernelInHeader) || in->opcode != kOpInit) {
+    std::free(buf.mem);
+    return Error(Errc::kIo, fmt::format("FUSE mount at {}: the first request is not INIT", mountpoint));
+  }
+  init->assign(static_cast<const char*>(buf.mem), static_cast<size_t>(n));
+  fuse_session_process_buf(se, &buf);
+  std::free(buf.mem);
+  if (fuse_session_exited(se)) {
+    return Error(Errc::kIo, fmt::format("FUSE mount at {}: INIT failed (libfuse logged why)", mountpoint));
+  }
+  return Ok();
+}
+
+// Adoption. The kernel did FUSE_INIT with the server that mounted; libfuse
+// answers nothing but INIT until its session has seen one (got_init). So
+// the adopting server feeds its session a copy of that INIT, under an id no
+// request has (kAdoptUnique): libfuse negotiates exactly what the first
+// server did (same kernel offer, same init callback, same options), and its
+// reply is refused by the kernel with ENOENT, which libfuse takes for an
+// interrupted request and ignores. Then FUSE_NOTIFY_RESEND puts back in the
+// queue the requests the dead server had read but not answered (they sit on
+// the connection's fd, which the keeper held open), and this server answers
+// them like any other.
+Status Adopt(fuse_session* se, const std::string& mountpoint, const std::string& init) {
+  // major, minor, max_readahead, flags: the init_in of every protocol 7.6+.
+  constexpr size_t kInitInMin = 16;
+  if (init.size() < sizeof(KernelInHeader) + kInitInMin) {
+    return Error(Errc::kInvalidArgument, fmt::format("adopting {}: the recorded INIT is too short", mountpoint));
+  }
+  std::string req = init;
+  KernelInHeader hdr;
+  std::memcpy(&hdr, req.data(), sizeof hdr);
+  if (hdr.opcode != kOpInit || hdr.len != req.size()) {
+    return Error(Errc::kInvalidArgument, fmt::format("adopting {}: the recorded INIT is not one", mountpoint));
+  }
+  hdr.unique = kAdoptUnique;
+  std::memcpy(req.data(), &hdr, sizeof hdr);
+  fuse_buf buf{};
+  buf.mem = req.data();
+  buf.size = req.size();
+  fuse_session_process_buf(se, &buf);
+  if (fuse_session_exited(se)) {
+    return Error(Errc::kIo, fmt::format("adopting {}: INIT failed (libfuse logged why)", mountpoint));
+  }
+  KernelOutHeader resend{};
+  resend.len = sizeof resend;
+  resend.error = kNotifyResend;
+  resend.unique = 0;  // a notification
+  ssize_t w;
+  do {
+    w = ::write(fuse_session_fd(se), &resend, sizeof resend);
+  } while (w < 0 && errno == EINTR);
+  if (w != static_cast<ssize_t>(sizeof resend)) {
+    // Before Linux 6.9 (EINVAL): what the dead server had read stays
+    // unanswered, and those callers wait for good. Everything else serves.
+    spdlog::warn("adopting {}: the kernel refused FUSE_NOTIFY_RESEND ({}); requests the previous server had "
+                 "taken stay unanswered",
+                 mountpoint, std::strerror(errno));
+  }
+  return Ok();
+}
+
 }  // namespace
 
 FuseServer::FuseServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<FuseServer>> FuseServer::Mount(std::shared_ptr<index::Tree> tree, MountOptions opts) {
   if (!tree) return Error(Errc::kInvalidArgument, "no tree to mount");
-  UCRFS_ASSIGN(opts.mountpoint, CanonicalDir(opts.mountpoint));
+  // An adopted mount is not looked at: until this server answers, a stat of
+  // it would wait for ever. The caller passes its canonical path.
+  if (opts.adopt_fd < 0) {
+    UCRFS_ASSIGN(opts.mountpoint, CanonicalDir(opts.mountpoint));
+  }
   static std::once_flag log_once;
   std::call_once(log_once, [] { fuse_set_log_func(LogFromFuse); });
 
@@ -414,6 +538,24 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(std::shared_ptr<index::Tre
     return Error(Errc::kInternal,
                  fmt::format("cannot create a FUSE session for {} (libfuse logged why)", opts.mountpoint));
   }
+  if (opts.adopt_fd >= 0) {
+    // libfuse takes "/dev/fd/N" for an fd whose mount someone else made.
+    const std::string dev = fmt::format("/dev/fd/{}", opts.adopt_fd);
+    if (fuse_session_mount(se, dev.c_str()) != 0) {
+      fuse_session_destroy(se);
+      ::close(opts.adopt_fd);
+      return Error(Errc::kIo, fmt::format("adopting {}: libfuse refused fd {}", opts.mountpoint, opts.adopt_fd));
+    }
+    impl->se = se;
+    impl->adopted = true;
+    impl->init_request = opts.adopt_init;
+    if (Status st = Adopt(se, opts.mountpoint, opts.adopt_init); !st.ok()) {
+      fuse_session_destroy(se);  // closes adopt_fd; the keeper still holds the connection
+      return st.error();
+    }
+    spdlog::debug("adopted the ucrfs mount at {}", opts.mountpoint);
+    return std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
+  }
   if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
     fuse_session_destroy(se);
     return Error(Errc::kIo, fmt::format("cannot mount FUSE at {} (libfuse logged why; needs /dev/fuse, and root "
@@ -421,14 +563,24 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(std::shared_ptr<index::Tre
                                         opts.mountpoint));
   }
   impl->se = se;
+  auto server = std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
+  UCRFS_TRY(Handshake(se, opts.mountpoint, &server->impl_->init_request));
   spdlog::debug("mounted ucrfs at {}", opts.mountpoint);
-  return std::unique_ptr<FuseServer>(new FuseServer(std::move(impl)));
+  return server;
 }
 
 FuseServer::~FuseServer() {
   assert(!impl_->running);
   // Unmounts lazily unless the kernel already ended the connection (then it
   // only closes the fd), and frees the session.
+  if (impl_->adopted) {
+    // libfuse did not mount, so it does not unmount: do as it would.
+    pollfd p{fuse_session_fd(impl_->se), 0, 0};
+    const bool ended = ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR);
+    if (!ended && IsMounted(impl_->opts.mountpoint)) {
+      ::umount2(impl_->opts.mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+    }
+  }
   fuse_session_unmount(impl_->se);
   fuse_session_destroy(impl_->se);
 }
@@ -437,8 +589,8 @@ Status FuseServer::Run() {
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   if (cfg == nullptr) return Error(Errc::kInternal, "out of memory creating the FUSE loop config");
   // One /dev/fuse fd per worker: the kernel hands requests to idle readers
-  // without them contending on one fd.
-  fuse_loop_cfg_set_clone_fd(cfg, 1);
+  // without them contending on one fd (unless opts.clone_fd is off).
+  fuse_loop_cfg_set_clone_fd(cfg, impl_->opts.clone_fd ? 1 : 0);
   fuse_loop_cfg_set_max_threads(cfg, impl_->opts.max_threads > 0 ? impl_->opts.max_threads : 1);
   // max_idle_threads stays at libfuse's default (-1: idle workers are never
   // reaped); libfuse discourages other values because of thread churn.
@@ -479,6 +631,8 @@ void FuseServer::Exit() {
 }
 
 int FuseServer::fd() const { return fuse_session_fd(impl_->se); }
+
+const std::string& FuseServer::init_request() const { return impl_->init_request; }
 
 const std::string& FuseServer::mountpoint() const { return impl_->opts.mountpoint; }
 

@@ -178,10 +178,15 @@ class CacheTest(MountTestCase):
         import errno
         import signal
         import time
-        from lib.mounts import server_pids, is_mounted
+        from lib.mounts import server_pids, is_mounted, keeper_pids
         _, mp = self.mount(self.ref("a"))
         pids = server_pids(mp)
         self.assertEqual(len(pids), 1, pids)
+        # Server and keeper both die: the connection ends (a server alone is
+        # resumed without a remount: test_recover.py).
+        keepers = keeper_pids(mp)
+        self.assertEqual(len(keepers), 1, keepers)
+        os.kill(keepers[0], signal.SIGKILL)
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(0.5)
         with self.assertRaises(OSError) as cm:
@@ -202,6 +207,8 @@ class CacheTest(MountTestCase):
         res = self.ucrfs("recover")
         self.assertIn("serving", res.stdout)
         # Server and mount both gone: recover only forgets the record.
+        for k in keeper_pids(mp):
+            os.kill(k, signal.SIGKILL)
         os.kill(new[0], signal.SIGKILL)
         time.sleep(0.5)
         subprocess.run(["umount", "-l", mp], check=True)

@@ -86,6 +86,34 @@ def server_pids(mp):
     return pids
 
 
+def keeper_pids(mp):
+    """Live keepers of the mount at mp: `ucrfs fuse-keeper --mountpoint=MP`,
+    which the server starts to hold the mount's connection (fusefs/keeper.h).
+    Their argv does not name MP as a word, so server_pids() leaves them out."""
+    keys = {b"--mountpoint=" + os.fsencode(mp), b"--mountpoint=" + os.fsencode(os.path.realpath(mp))}
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        argv = _cmdline(d)
+        if b"fuse-keeper" in argv and any(a in keys for a in argv) and _state(d) not in (None, "Z", "X"):
+            pids.append(int(d))
+    return pids
+
+
+def record_pids(mp):
+    """(server pid, keeper pid) from the mount's record in /run/ucrfs/mounts
+    (mount_cmds.cc), or None when there is no record."""
+    import hashlib
+    rec = os.path.join("/run/ucrfs/mounts", hashlib.sha256(os.fsencode(os.path.realpath(mp))).hexdigest())
+    try:
+        with open(rec) as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return None
+    return int(lines[0]), (int(lines[3]) if len(lines) > 3 and lines[3] else 0)
+
+
 def wait_for(pred, timeout, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,12 +132,12 @@ def force_unmount(mp):
             subprocess.run(cmd, capture_output=True, timeout=20)
         except subprocess.TimeoutExpired:
             pass
-    for pid in server_pids(mp):
+    for pid in server_pids(mp) + keeper_pids(mp):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    wait_for(lambda: not server_pids(mp), 5)
+    wait_for(lambda: not server_pids(mp) and not keeper_pids(mp), 5)
 
 
 def fuse_skip_reason(tools=()):
@@ -173,11 +201,12 @@ class MountTestCase(UcrfsTestCase):
         pids = server_pids(mp)
         self.assertTrue(pids, "no server process found for %s while mounted (its argv should "
                               "name the mountpoint), so the no-leftover check would be vacuous" % mp)
+        pids += keeper_pids(mp)
         res = self.ucrfs("umount", mp, store=store, timeout=60)
         self.assertSucceeded(res)
         self.assertNotMounted(mp)
-        left = [p for p in pids if _state(p) not in (None, "Z", "X")] + server_pids(mp)
-        self.assertEqual(sorted(set(left)), [], "server processes left after `ucrfs umount %s`" % mp)
+        left = [p for p in pids if _state(p) not in (None, "Z", "X")] + server_pids(mp) + keeper_pids(mp)
+        self.assertEqual(sorted(set(left)), [], "server or keeper processes left after `ucrfs umount %s`" % mp)
         return res
 
     def read_in_mount(self, mp, rel):

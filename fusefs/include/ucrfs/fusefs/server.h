@@ -36,12 +36,24 @@ struct MountOptions {
   // The kernel then keeps the page cache across opens (FOPEN_KEEP_CACHE), as
   // the open reply does when this is off.
   bool zero_message_open = true;
+  // One cloned /dev/fuse fd per worker thread. Off for a mount another
+  // server may take over (keeper.h): the kernel aborts the requests a server
+  // had read from a cloned fd when that fd closes, while those read from the
+  // shared session fd stay queued for FUSE_NOTIFY_RESEND.
+  bool clone_fd = true;
+  // Take over a live connection instead of mounting: adopt_fd is a /dev/fuse
+  // fd whose mount another (dead) server made and initialised, and
+  // adopt_init that server's init_request(). Mount() then makes the mount
+  // serve again (see server.cc, "Adoption") and owns adopt_fd.
+  int adopt_fd = -1;
+  std::string adopt_init;
 };
 
 class FuseServer {
  public:
-  // Creates the session and mounts `tree` at opts.mountpoint (read-only).
-  // When it returns OK the mount exists; requests to it wait until Run().
+  // Creates the session and mounts `tree` at opts.mountpoint (read-only),
+  // and answers the kernel's FUSE_INIT; or adopts opts.adopt_fd. When it
+  // returns OK the mount exists; requests to it wait until Run().
   static Result<std::unique_ptr<FuseServer>> Mount(std::shared_ptr<index::Tree> tree, MountOptions opts);
 
   // Unmounts (lazily, as libfuse does) if still mounted and destroys the
@@ -62,8 +74,13 @@ class FuseServer {
   // asynchronous signal handler (it takes a short lock).
   void Exit();
 
-  // The /dev/fuse fd of the session (for diagnostics).
+  // The /dev/fuse fd of the session: handed to a keeper (keeper.h).
   int fd() const;
+
+  // The FUSE_INIT request the kernel sent for this mount (header and body,
+  // as read from /dev/fuse): what a server that adopts the connection needs
+  // (MountOptions::adopt_init). Set once Mount() returns.
+  const std::string& init_request() const;
 
   const std::string& mountpoint() const;
 
