@@ -10,7 +10,9 @@
 
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/fetch/appc.h"
 #include "ucrfs/fetch/source.h"
+#include "ucrfs/index/runtime_config.h"
 #include "ucrfs/index/pull.h"
 #include "ucrfs/index/image_tree.h"
 #include "ucrfs/index/store.h"
@@ -39,6 +41,14 @@ Status Pull(const GlobalFlags& g, const std::string& image) {
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto store, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
+  if (ref.transport == fetch::Transport::kAppc) {
+    UCRFS_ASSIGN(auto res, index::PullAppc(*store, ref.appc, ref.str(), opts));
+    spdlog::info("pulled {}: {} images fetched ({} bytes), {} already in the store", ref.str(), res.blobs_fetched,
+                 res.bytes_fetched, res.blobs_reused);
+    AutoGc(g.store, *store, ref.str());
+    std::cout << res.record.manifest_digest.str() << std::endl;
+    return Ok();
+  }
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
   index::PullOptions po;
   po.platform = platform;
@@ -96,6 +106,36 @@ void PrintInspect(const index::ImageRecord& r, const fetch::ImageConfig& cfg) {
   }
 }
 
+// An Appc manifest shown as an image config: `app.exec` as the entrypoint,
+// its environment, working directory and user[:group], the image's labels,
+// and the `app` object as the raw config.
+Result<fetch::ImageConfig> AppcConfig(std::string_view manifest) {
+  UCRFS_ASSIGN(auto rc, index::RuntimeConfig::Parse(index::kAppcManifestMediaType, manifest));
+  UCRFS_ASSIGN(auto m, fetch::ParseAppcManifest(manifest));
+  fetch::ImageConfig cfg;
+  cfg.runtime.entrypoint = rc.entrypoint;
+  cfg.runtime.env = rc.env;
+  cfg.runtime.working_dir = rc.working_dir;
+  cfg.runtime.user = rc.group.empty() ? rc.user : rc.user + ":" + rc.group;
+  for (const auto& [k, v] : m.labels) cfg.runtime.labels[k] = v;
+  auto doc = nlohmann::json::parse(manifest, nullptr, false);
+  if (doc.is_object() && doc.contains("app")) cfg.config = doc["app"];
+  if (doc.is_object() && doc.contains("annotations") && doc["annotations"].is_array()) {
+    for (const auto& a : doc["annotations"]) {
+      if (a.is_object() && a.value("name", "") == "created" && a.contains("value") && a["value"].is_string()) {
+        cfg.created = a["value"].get<std::string>();
+      }
+    }
+  }
+  return cfg;
+}
+
+Result<fetch::ImageConfig> ConfigOf(const index::Store& store, const index::ImageRecord& r) {
+  UCRFS_ASSIGN(std::string body, ReadFile(store.BlobPath(r.config.digest)));
+  if (r.config.media_type == index::kAppcManifestMediaType) return AppcConfig(body);
+  return fetch::ParseImageConfig(body);
+}
+
 }  // namespace
 
 Status Inspect(const GlobalFlags& g, const std::string& image, bool json) {
@@ -111,9 +151,14 @@ Status Inspect(const GlobalFlags& g, const std::string& image, bool json) {
   if (store.ok()) {
     UCRFS_ASSIGN(record, (*store)->FindImage(key));
     if (record) {
-      UCRFS_ASSIGN(std::string body, ReadFile((*store)->BlobPath(record->config.digest)));
-      UCRFS_ASSIGN(cfg, fetch::ParseImageConfig(body));
+      UCRFS_ASSIGN(cfg, ConfigOf(**store, *record));
     }
+  }
+  if (!record && ref.transport == fetch::Transport::kAppc) {
+    // An ACI has no manifest apart from its bytes: it is pulled whole.
+    UCRFS_ASSIGN(auto rw, index::Store::Open(g.store, index::Store::Mode::kReadWrite));
+    UCRFS_ASSIGN(record, GetOrPull(g, *rw, image, /*lazy=*/false));
+    UCRFS_ASSIGN(cfg, ConfigOf(*rw, *record));
   }
   if (!record) {
     UCRFS_ASSIGN(auto platform, WantedPlatform(g));

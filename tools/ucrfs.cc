@@ -28,13 +28,17 @@ void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
                  "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
   app.add_option("--work-dir", g.work_dir,
                  "Where containers' rootfses and scratch directories live (default: STORE/work)");
+  app.add_option("--appc-simple-discovery-uri-prefix", g.appc_simple_discovery_uri_prefix,
+                 "Where appc: images are found: PREFIX{name}-{version}-{os}-{arch}.aci, PREFIX http://, https://, "
+                 "file:// or a directory path (default: https://)");
 }
 
 int Main(int argc, char** argv) {
   CLI::App app{
       "ucrfs: container root filesystems from Docker, OCI and Appc images.\n\n"
       "IMAGE is docker://REF or a bare REF ([REGISTRY[:PORT]/]NAME[:TAG|@DIGEST]),\n"
-      "oci:DIR[:TAG] (an OCI image layout), or docker-archive:FILE[:REF] (docker save)."};
+      "oci:DIR[:TAG] (an OCI image layout), docker-archive:FILE[:REF] (docker save), or\n"
+      "appc:NAME[,LABEL=VALUE]...[@sha512-ID] (an Appc image by simple discovery)."};
   app.require_subcommand(1);
   GlobalFlags g;
   AddGlobalFlags(app, g);

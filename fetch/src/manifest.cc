@@ -363,7 +363,8 @@ Result<ImageConfig> ParseImageConfigJson(const json& j) {
 
 Result<Compression> LayerCompression(std::string_view media_type) {
   using namespace media;  // NOLINT: the constants read better unqualified here
-  if (media_type == kOciLayerTar || media_type == kOciLayerNdTar || media_type == kDockerLayerTar) {
+  if (media_type == kOciLayerTar || media_type == kOciLayerNdTar || media_type == kDockerLayerTar ||
+      media_type == kAppcAci) {
     return Compression::kNone;
   }
   if (media_type == kOciLayerGzip || media_type == kOciLayerNdGzip || media_type == kDockerLayerGzip ||

@@ -133,6 +133,101 @@ std::string AbsolutePath(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// AC Identifier characters (appc spec types.md), plus ':' for host:port.
+bool IsAppcNameChar(char c) {
+  return IsLowerAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/' || c == ':';
+}
+
+Status ValidateAppcName(std::string_view name) {
+  if (name.empty()) return Error(Errc::kInvalidArgument, "empty appc image name");
+  if (name.size() > kMaxNameLength) return Error(Errc::kInvalidArgument, "appc image name longer than 255 characters");
+  for (char c : name) {
+    if (!IsAppcNameChar(c)) {
+      return Error(Errc::kInvalidArgument, fmt::format("appc image name '{}': character '{}' is not allowed "
+                                                       "(lowercase letters, digits and -._~/: only)", name, c));
+    }
+  }
+  if (!IsLowerAlnum(name.front()) || !IsLowerAlnum(name.back())) {
+    return Error(Errc::kInvalidArgument,
+                 fmt::format("appc image name '{}' must start and end with a letter or digit", name));
+  }
+  // Components become directories under a local discovery prefix.
+  size_t start = 0;
+  for (;;) {
+    size_t slash = name.find('/', start);
+    std::string_view comp = name.substr(start, slash - start);
+    if (comp.empty() || comp == "." || comp == "..") {
+      return Error(Errc::kInvalidArgument, fmt::format("appc image name '{}' has an empty, '.' or '..' component", name));
+    }
+    if (slash == std::string_view::npos) return Ok();
+    start = slash + 1;
+  }
+}
+
+}  // namespace
+
+Status ValidateAppcImageId(std::string_view id) {
+  constexpr std::string_view kPrefix = "sha512-";
+  bool ok = id.starts_with(kPrefix) && id.size() == kPrefix.size() + 128 &&
+            std::all_of(id.begin() + kPrefix.size(), id.end(), [](char c) { return IsDigit(c) || (c >= 'a' && c <= 'f'); });
+  if (!ok) return Error(Errc::kInvalidArgument, fmt::format("appc image id '{}' is not sha512-<128 lowercase hex>", id));
+  return Ok();
+}
+
+Status ValidateAppcLabel(std::string_view name, std::string_view value) {
+  if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return IsAppcNameChar(c) && c != ':'; }) ||
+      !IsLowerAlnum(name.front()) || !IsLowerAlnum(name.back())) {
+    return Error(Errc::kInvalidArgument, fmt::format("appc label name '{}' is not an AC identifier", name));
+  }
+  bool bad_char = std::any_of(value.begin(), value.end(), [](char c) {
+    return c == '/' || c == ',' || c == '@' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+  if (value.empty() || value == "." || value == ".." || bad_char) {
+    return Error(Errc::kInvalidArgument,
+                 fmt::format("appc label {}='{}': values must be non-empty, not '.' or '..', without '/', ',' or '@'",
+                             name, value));
+  }
+  return Ok();
+}
+
+Result<AppcRef> AppcRef::Parse(std::string_view s) {
+  AppcRef r;
+  std::string_view rest = s;
+  if (size_t at = rest.find('@'); at != std::string_view::npos) {
+    r.id = rest.substr(at + 1);
+    UCRFS_TRY(ValidateAppcImageId(r.id));
+    rest = rest.substr(0, at);
+  }
+  size_t comma = rest.find(',');
+  r.name = rest.substr(0, comma);
+  UCRFS_TRY(ValidateAppcName(r.name));
+  while (comma != std::string_view::npos) {
+    rest = rest.substr(comma + 1);
+    comma = rest.find(',');
+    std::string_view label = rest.substr(0, comma);
+    size_t eq = label.find('=');
+    if (eq == std::string_view::npos) {
+      return Error(Errc::kInvalidArgument, fmt::format("appc label '{}' is not NAME=VALUE", label));
+    }
+    std::string name(label.substr(0, eq));
+    std::string value(label.substr(eq + 1));
+    UCRFS_TRY(ValidateAppcLabel(name, value));
+    if (!r.labels.emplace(name, value).second) {
+      return Error(Errc::kInvalidArgument, fmt::format("appc label '{}' given twice", name));
+    }
+  }
+  return r;
+}
+
+std::string AppcRef::str() const {
+  std::string out = name;
+  for (const auto& [k, v] : labels) out += "," + k + "=" + v;
+  if (!id.empty()) out += "@" + id;
+  return out;
+}
+
 bool IsValidTag(std::string_view tag) {
   if (tag.empty() || tag.size() > kMaxTagLength) return false;
   auto word = [](char c) { return IsAlnum(c) || c == '_'; };
@@ -250,11 +345,12 @@ namespace {
 constexpr std::string_view kDockerPrefix = "docker://";
 constexpr std::string_view kOciPrefix = "oci:";
 constexpr std::string_view kArchivePrefix = "docker-archive:";
+constexpr std::string_view kAppcPrefix = "appc:";
 
 // Transports other tools (skopeo, containers/image) know but ucrfs' fetch
 // layer does not read; naming them beats misparsing "dir:/x" as a registry.
-constexpr std::array<std::string_view, 8> kForeignTransports = {
-    "appc", "dir", "oci-archive", "docker-daemon", "containers-storage", "ostree", "sif", "tarball"};
+constexpr std::array<std::string_view, 7> kForeignTransports = {
+    "dir", "oci-archive", "docker-daemon", "containers-storage", "ostree", "sif", "tarball"};
 
 bool IsSchemeWord(std::string_view w) {
   if (w.empty() || !((w[0] >= 'a' && w[0] <= 'z') || (w[0] >= 'A' && w[0] <= 'Z'))) return false;
@@ -300,6 +396,14 @@ Result<ImageRef> ParseDocker(std::string_view rest) {
 }  // namespace
 
 Result<ImageRef> ImageRef::Parse(std::string_view s) {
+  if (s.starts_with(kAppcPrefix)) {
+    auto a = AppcRef::Parse(s.substr(kAppcPrefix.size()));
+    if (!a.ok()) return BadRef(s, a.error().message());
+    ImageRef r;
+    r.transport = Transport::kAppc;
+    r.appc = std::move(*a);
+    return r;
+  }
   if (s.starts_with(kDockerPrefix)) return ParseDocker(s.substr(kDockerPrefix.size()));
   if (s.starts_with(kOciPrefix)) return ParseOciLayout(s, s.substr(kOciPrefix.size()));
   if (s.starts_with(kArchivePrefix)) return ParseDockerArchive(s, s.substr(kArchivePrefix.size()));
@@ -331,6 +435,8 @@ std::string ImageRef::str() const {
       if (has_reference) out += ":" + reference.str();
       return out;
     }
+    case Transport::kAppc:
+      return std::string(kAppcPrefix) + appc.str();
   }
   return {};
 }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "registry.h"
+#include "ucrfs/fetch/appc.h"
 #include "sources.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
@@ -79,6 +80,11 @@ Status StreamFile(const std::string& path, int64_t expected_size, BlobSink& sink
 }
 
 Result<ImageRef> EffectiveRef(const ImageRef& ref, const SourceOptions& opts) {
+  if (ref.transport == Transport::kAppc) {
+    ImageRef out = ref;
+    out.appc = WithAppcDefaults(ref.appc, opts.appc_platform);
+    return out;
+  }
   if (ref.transport != Transport::kDocker) return ref;
   ImageRef out = ref;
   if (!opts.archive_dir.empty()) {
@@ -111,6 +117,9 @@ Result<std::unique_ptr<ImageSource>> OpenSource(const ImageRef& given, const Sou
       return OpenDockerArchiveSource(ref.path, ref.has_reference ? &ref.reference : nullptr);
     case Transport::kDocker:
       return OpenRegistrySource(ref.reference, opts);
+    case Transport::kAppc:
+      // An Appc image is not a manifest with blobs: index::PullAppc fetches it.
+      return Error(Errc::kUnsupported, fmt::format("{}: appc images are pulled whole (ucrfs pull or mount)", ref.str()));
   }
   return Error(Errc::kInternal, "unknown transport");
 }

@@ -9,6 +9,7 @@
 #include "file_stream.h"
 #include "layer_internal.h"
 #include "lmdb_env.h"
+#include "tar_path.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
 #include "zstd_stream.h"
@@ -158,6 +159,36 @@ namespace {
 
 Status ReadAllEntries(ByteStream& s, Scanned& out) { return ScanTar(s, &out.entries, &out.decoded_size); }
 
+// An ACI's filesystem is its rootfs/ (appc spec, aci.md): entries under it
+// lose the prefix ("rootfs" itself becomes the root), everything else
+// (manifest, anything beside it) is not part of the filesystem. A hardlink
+// must point inside rootfs/ too. The extents still point into the whole tar.
+Status StripAciRootfs(std::vector<TarEntry>& entries) {
+  auto strip = [](std::string& p) {
+    if (p == "rootfs") {
+      p.clear();
+      return true;
+    }
+    if (p.starts_with("rootfs/")) {
+      p.erase(0, 7);
+      return true;
+    }
+    return false;
+  };
+  std::vector<TarEntry> kept;
+  kept.reserve(entries.size());
+  for (auto& e : entries) {
+    if (!strip(e.path)) continue;
+    if (e.type == EntryType::kHardlink && !strip(e.link_target)) {
+      return Error(Errc::kMalformed, fmt::format("{}: hardlink to {} outside rootfs/", QuotePath("rootfs/" + e.path),
+                                                 QuotePath(e.link_target)));
+    }
+    kept.push_back(std::move(e));
+  }
+  entries = std::move(kept);
+  return Ok();
+}
+
 Result<Scanned> Scan(Store& store, const fetch::Descriptor& layer, LayerFormat format, const std::string& decoded_tmp) {
   Scanned out;
   const std::string blob = store.BlobPath(layer.digest);
@@ -165,6 +196,7 @@ Result<Scanned> Scan(Store& store, const fetch::Descriptor& layer, LayerFormat f
     case LayerFormat::kTar: {
       UCRFS_ASSIGN(auto s, FileStream::Open(blob));
       UCRFS_TRY(ReadAllEntries(*s, out));
+      if (layer.media_type == fetch::media::kAppcAci) UCRFS_TRY(StripAciRootfs(out.entries));
       break;
     }
     case LayerFormat::kGzip: {

@@ -315,6 +315,17 @@ Status Staging::PutBytes(const Digest& digest, std::string_view bytes) {
   return Ok();
 }
 
+Status Staging::PutFile(const Digest& digest, const std::string& file) {
+  {
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoError("open " + file);
+    if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + file);
+  }
+  std::string path = StagedPath(digest);
+  if (::rename(file.c_str(), path.c_str()) != 0) return ErrnoError(fmt::format("rename {} to {}", file, path));
+  return Ok();
+}
+
 std::vector<Digest> Staging::staged() const {
   std::vector<Digest> out;
   DIR* d = ::opendir(path_.c_str());

@@ -10,6 +10,7 @@
 
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/fetch/appc.h"
 #include "ucrfs/index/gc.h"
 #include "ucrfs/index/pull.h"
 
@@ -92,6 +93,17 @@ Result<fetch::SourceOptions> MakeSourceOptions(const ImageOptions& g) {
   if (!dc.ok()) return dc.error().Wrap("docker config");
   opts.docker_config = std::move(dc).value();
   UCRFS_TRY(ApplyDockerRegistry(g.docker_registry, opts));
+  if (!g.appc_simple_discovery_uri_prefix.empty()) {
+    // Checked now, with a name that cannot fail, so that a bad prefix is one
+    // line about the flag rather than about some image.
+    fetch::AppcRef probe{"x", {{"version", "v"}, {"os", "o"}, {"arch", "a"}}, ""};
+    auto loc = fetch::SimpleDiscoveryLocation(g.appc_simple_discovery_uri_prefix, probe);
+    if (!loc.ok()) return loc.error().Wrap("--appc-simple-discovery-uri-prefix");
+    opts.appc_discovery_prefix = g.appc_simple_discovery_uri_prefix;
+  }
+  if (!g.platform.empty()) {
+    UCRFS_ASSIGN(opts.appc_platform, WantedPlatform(g));
+  }
   return opts;
 }
 
@@ -131,6 +143,14 @@ Result<index::ImageRecord> GetOrPull(const ImageOptions& g, index::Store& store,
   }
   UCRFS_ASSIGN(record, found());
   if (record) return *record;
+  if (ref.transport == fetch::Transport::kAppc) {
+    UCRFS_ASSIGN(auto res, index::PullAppc(store, ref.appc, ref.str(), opts));
+    if (received) *received += res.bytes_fetched;
+    spdlog::info("pulled {}: {} images fetched ({} bytes), {} already in the store", ref.str(), res.blobs_fetched,
+                 res.bytes_fetched, res.blobs_reused);
+    AutoGc(store.root(), store, ref.str());
+    return res.record;
+  }
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
   std::atomic<uint64_t> ignored{0};
@@ -174,6 +194,9 @@ std::vector<std::string> ImageOptions::ToArgs() const {
   if (!docker_config.empty()) args.insert(args.end(), {"--docker-config", docker_config});
   if (!docker_registry.empty()) args.insert(args.end(), {"--docker-registry", docker_registry});
   if (!platform.empty()) args.insert(args.end(), {"--platform", platform});
+  if (!appc_simple_discovery_uri_prefix.empty()) {
+    args.insert(args.end(), {"--appc-simple-discovery-uri-prefix", appc_simple_discovery_uri_prefix});
+  }
   return args;
 }
 

@@ -37,6 +37,9 @@ inline constexpr std::string_view kDockerLayerTar = "application/vnd.docker.imag
 inline constexpr std::string_view kDockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 inline constexpr std::string_view kDockerLayerForeignGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 inline constexpr std::string_view kDockerLayerZstd = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+// An uncompressed Appc ACI as a layer (appc.h): a tar whose filesystem is
+// under rootfs/; the index strips that prefix and drops everything else.
+inline constexpr std::string_view kAppcAci = "application/vnd.appc.aci.tar";
 
 // The Accept header value for manifest requests: every type above that a
 // manifest GET may return, most specific first.

@@ -9,10 +9,12 @@
 //    are the same registry), `library/` before single-component names on
 //    Docker Hub, tag `latest` when there is neither tag nor digest.
 //  * ImageRef: what a user types on the command line, with a transport:
-//    `docker://REF` or a bare REF, `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`.
+//    `docker://REF` or a bare REF, `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`,
+//    `appc:NAME[,LABEL=VALUE]...[@IMAGEID]` (docs/appc.md).
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -68,7 +70,31 @@ struct RegistryEndpoint {
 // one colon. "" parses to host "" / no port / https.
 Result<RegistryEndpoint> ParseRegistryEndpoint(std::string_view registry);
 
-enum class Transport { kDocker, kOciLayout, kDockerArchive };
+// An Appc image name with its discovery labels (appc spec, discovery.md):
+// `NAME[,LABEL=VALUE]...[@sha512-<128 hex>]`. NAME is an AC Identifier
+// (lowercase alphanumerics and `-._~/`; ucrfs also allows `:` so that a
+// name may carry a host:port, as Mesos' tests do), without empty, `.` or
+// `..` components. Label values may not contain `/`, `,` or `@`: they become
+// parts of a discovery URL or file name.
+struct AppcRef {
+  std::string name;
+  std::map<std::string, std::string> labels;  // "version", "os", "arch", ...
+  std::string id;  // "sha512-<128 hex>", empty when none was given
+
+  static Result<AppcRef> Parse(std::string_view s);
+  // NAME, then the labels in name order, then `@ID`.
+  std::string str() const;
+
+  friend bool operator==(const AppcRef&, const AppcRef&) = default;
+};
+
+// "sha512-<128 lowercase hex>", the form of an Appc image id.
+Status ValidateAppcImageId(std::string_view id);
+// An Appc label: the name an AC identifier, the value non-empty, not "." or
+// "..", without '/', ',', '@' or control characters.
+Status ValidateAppcLabel(std::string_view name, std::string_view value);
+
+enum class Transport { kDocker, kOciLayout, kDockerArchive, kAppc };
 
 struct ImageRef {
   Transport transport = Transport::kDocker;
@@ -76,13 +102,17 @@ struct ImageRef {
   bool has_reference = false;  // kDockerArchive: whether REF was given
   std::string path;     // kOciLayout / kDockerArchive: the DIR or FILE
   std::string oci_tag;  // kOciLayout: TAG, empty when none was given
+  AppcRef appc;         // kAppc: the name, labels and image id
 
-  // Parses `docker://REF`, `REF`, `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`.
+  // Parses `docker://REF`, `REF`, `oci:DIR[:TAG]`, `docker-archive:FILE[:REF]`,
+  // `appc:NAME[,LABEL=VALUE]...[@ID]`.
   // Unknown `scheme:` prefixes that are not a registry host[:port] are rejected.
   static Result<ImageRef> Parse(std::string_view s);
 
   // Canonical form: "docker://<normalized ref>", "oci:<abs dir>:<tag>",
-  // "docker-archive:<abs file>[:<ref>]". Used as the store's image key.
+  // "docker-archive:<abs file>[:<ref>]", "appc:<AppcRef::str()>". Used as the
+  // store's image key (an appc reference once EffectiveRef filled in its
+  // default version, os and arch).
   std::string str() const;
 };
 

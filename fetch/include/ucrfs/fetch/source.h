@@ -53,6 +53,11 @@ struct SourceOptions {
   // Directory of `docker save` archives (--docker-registry DIR): bare names
   // resolve to DIR/<name>[:tag].tar instead of a registry.
   std::string archive_dir;
+  // Appc simple discovery (appc.h): where `appc:` images are found,
+  // "{prefix}{name}-{version}-{os}-{arch}.aci"; and the platform whose os and
+  // arch an appc reference gets when it names none.
+  std::string appc_discovery_prefix = "https://";
+  Platform appc_platform = Platform::Host();
   // Retry policy for transient failures (connect errors, 5xx, 429).
   int max_attempts = 5;
   int retry_base_delay_ms = 250;

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "ucrfs/fetch/appc.h"
 #include "ucrfs/fetch/source.h"
 #include "ucrfs/index/store.h"
 
@@ -33,6 +34,19 @@ struct PullResult {
 // Pulls the image `source` serves into `store` under `key`
 // (fetch::ImageRef::str()). Layers the store already holds are not fetched.
 Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::string& key, const PullOptions& opts);
+
+// Pulls an Appc image (fetch/appc.h) by simple discovery under
+// opts.appc_discovery_prefix: the image and, recursively, the dependencies
+// its own manifest names, each verified against the imageID that names it
+// (if any) and stored as its uncompressed tar under sha512:<id>. The record's
+// layers are the dependencies (depth-first, each image once, where it first
+// appears) beneath the image; its config is the image's manifest
+// (kAppcManifestMediaType); its manifest a small document of ucrfs
+// (media::kAppcImage) naming all of them, so that two resolutions of one
+// name to different dependencies get different merged trees. `ref` has its
+// defaults (EffectiveRef). Refuses an image with a pathWhitelist.
+Result<PullResult> PullAppc(Store& store, const fetch::AppcRef& ref, const std::string& key,
+                            const fetch::SourceOptions& opts);
 
 // Record of an image resolved but not pulled (what `inspect` shows of an
 // image the store does not hold).

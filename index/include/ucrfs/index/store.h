@@ -132,6 +132,9 @@ class Staging {
   Result<std::unique_ptr<BlobWriter>> NewBlob(const fetch::Descriptor& desc);
   // Stages bytes already in memory and verified by the caller under `digest`.
   Status PutBytes(const Digest& digest, std::string_view bytes);
+  // Stages a file the caller wrote inside path() and verified under
+  // `digest`, by fsyncing and renaming it (no copy).
+  Status PutFile(const Digest& digest, const std::string& file);
   // Blobs staged so far (Finish()ed writers and PutBytes).
   std::vector<Digest> staged() const;
 

@@ -23,6 +23,9 @@ struct ImageOptions {
   // registry for names that carry none (URL or host[:port]).
   std::string docker_registry;
   std::string platform;  // os/arch[/variant] to pick from an index; empty: the host's
+  // Where `appc:` images are found by simple discovery (docs/appc.md):
+  // http://, https://, file:// or a directory path; empty: "https://".
+  std::string appc_simple_discovery_uri_prefix;
 
   // The same options as ucrfs global flags (`--insecure-registry H` ...), for
   // the ucrfs processes the provisioner starts. Credentials stay in the
