@@ -514,6 +514,18 @@ struct GzipRandomReader::Impl {
     return inf;
   }
 
+  std::optional<size_t> StartFor(uint64_t offset) {
+    if (offset >= decoded_size) return std::nullopt;
+    uint64_t c = offset / kChunk, start = c * kChunk;
+    size_t best = Best(start);
+    std::lock_guard lock(mu);
+    if (cache.contains(c)) return std::nullopt;
+    for (const auto& p : parked) {
+      if (p->pos() >= cps[best].out_offset && p->pos() <= start) return std::nullopt;  // as TakeParked finds it
+    }
+    return best;
+  }
+
   void Park(std::unique_ptr<Inflater> inf) {
     if (inf->pos() >= decoded_size) return;
     std::lock_guard lock(mu);
@@ -632,5 +644,7 @@ Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(std::shared_ptr
 Result<size_t> GzipRandomReader::ReadAt(uint64_t offset, char* buf, size_t len) {
   return impl_->ReadAt(offset, buf, len);
 }
+
+std::optional<size_t> GzipRandomReader::StartFor(uint64_t offset) { return impl_->StartFor(offset); }
 
 }  // namespace ucrfs::index

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -116,6 +117,14 @@ class WindowInput final : public WindowSource {
     return out;
   }
 
+  // Fetches checkpoint i's window into the cache unless it is there (or it
+  // has none). Errors are left to Window(), which tries again and reports.
+  void Fetch(size_t i) {
+    if (sizes_[i] == 0 || PathExists(fetcher_.path(piece_of_[i]))) return;
+    (void)fetcher_.Open(piece_of_[i], piece_of_[i]);
+  }
+  bool Missing(size_t i) const { return sizes_[i] > 0 && !PathExists(fetcher_.path(piece_of_[i])); }
+
   void StartPrefetch() { fetcher_.StartPrefetch(0); }
 
  private:
@@ -168,7 +177,17 @@ class LazyGzipReader final : public LayerReader {
       uint64_t lo = offset / kDecodedChunk * kDecodedChunk;
       uint64_t hi =
           std::min(decoded_size_, (offset + len + ahead + kDecodedChunk - 1) / kDecodedChunk * kDecodedChunk);
-      UCRFS_TRY(input_->Prepare(SpanOfDecoded(lo), SpanOfDecoded(hi - 1)));
+      // The window inflation will start from is in another blob: fetch it
+      // beside the spans, not after them (one round trip instead of two).
+      std::optional<size_t> start = windows_ ? reader_->StartFor(offset) : std::nullopt;
+      if (start && windows_->Missing(*start)) {
+        std::thread window([this, i = *start] { windows_->Fetch(i); });
+        Status st = input_->Prepare(SpanOfDecoded(lo), SpanOfDecoded(hi - 1));
+        window.join();
+        UCRFS_TRY(st);
+      } else {
+        UCRFS_TRY(input_->Prepare(SpanOfDecoded(lo), SpanOfDecoded(hi - 1)));
+      }
     }
     return reader_->ReadAt(offset, buf, len);
   }

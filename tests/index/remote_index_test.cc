@@ -10,6 +10,7 @@
 #include <zstd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <random>
@@ -55,12 +56,20 @@ class CountingSource final : public fetch::ImageSource {
     // Slow enough that concurrent readers of one span meet in flight.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (desc.digest == windows_digest_) {
-      ++window_requests;
+      {
+        std::lock_guard lock(mu);
+        ++window_requests;
+      }
+      window_cv.notify_all();
       std::string out = windows_.substr(offset, length);
       window_bytes += out.size();
       uint64_t c = corrupt_window_at.load();
       if (c != UINT64_MAX && c >= offset && c < offset + out.size()) out[c - offset] ^= 0x55;
       return out;
+    }
+    if (span_waits_for_window) {
+      std::unique_lock lock(mu);
+      span_saw_window = window_cv.wait_for(lock, std::chrono::seconds(3), [&] { return window_requests > 0; });
     }
     ++requests;
     std::string out = blob_.substr(offset, length);
@@ -78,6 +87,10 @@ class CountingSource final : public fetch::ImageSource {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   std::atomic<uint64_t> window_requests{0}, window_bytes{0};
   std::atomic<uint64_t> corrupt_window_at{UINT64_MAX};
+  // A span request waits (up to 3 s) for a window request to arrive, and
+  // says whether one did: the two are in flight together.
+  std::atomic<bool> span_waits_for_window{false}, span_saw_window{false};
+  std::condition_variable window_cv;
 
  private:
   std::string blob_;
@@ -524,6 +537,18 @@ TEST_F(RemoteIndexTest, ACorruptSpanFailsTheReadAndIsNotCached) {
   src->corrupt_at = UINT64_MAX;
   EXPECT_TRUE(Read(*l.reader, off, 100) == tar_->substr(off, 100));
   EXPECT_TRUE(PathExists(l.store->ChunkPath(index_->span_digests[k])));
+}
+
+TEST_F(RemoteIndexTest, TheWindowIsFetchedWhileTheSpansCome) {
+  auto src = NewSource();
+  Lazy l = OpenLazy("store-parallel-window", src);
+  src->span_waits_for_window = true;
+  uint64_t off = tar_->size() / 2;
+  ASSERT_GT(index_->windows[CheckpointFor(off)].length, 0u);
+  ASSERT_TRUE(Read(*l.reader, off, 4096) == tar_->substr(off, 4096));
+  EXPECT_TRUE(src->span_saw_window.load()) << "the window was fetched after the spans, not beside them";
+  EXPECT_EQ(src->window_requests.load(), 1u);
+  EXPECT_EQ(src->requests.load(), 1u);
 }
 
 TEST_F(RemoteIndexTest, ACorruptWindowFailsTheReadAndIsNotCached) {

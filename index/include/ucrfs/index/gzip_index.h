@@ -12,6 +12,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -105,6 +106,11 @@ class GzipRandomReader {
   ~GzipRandomReader();
   // Reads len bytes at decoded offset `offset` (fewer only at the end).
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len);
+  // The checkpoint a read at `offset` would start inflating from, or nullopt
+  // when its decoded chunk is cached or a parked inflation will continue to
+  // it. A hint (other reads may change either meanwhile): lazy layers fetch
+  // that checkpoint's window while the compressed bytes come.
+  std::optional<size_t> StartFor(uint64_t offset);
 
  private:
   struct Impl;
