@@ -41,14 +41,16 @@ Status IndexPush(const GlobalFlags& g, const std::string& image, const IndexPush
   UCRFS_ASSIGN(auto artifact, index::BuildIndexArtifact(*store, pulled.record, f.span, trace));
   std::vector<fetch::PushBlob> blobs;
   uint64_t bytes = 0;
+  size_t layer_indexes = 0;
   for (auto& b : artifact.blobs) {
     bytes += b.data.size();
+    layer_indexes += b.desc.media_type == index::kLayerIndexMediaType ? 1 : 0;
     blobs.push_back(fetch::PushBlob{b.desc, std::move(b.data)});
   }
   const std::string tag = index::IndexTag(pulled.record.manifest_digest);
   UCRFS_ASSIGN(Digest pushed, fetch::PushArtifact(ref, opts, blobs, artifact.manifest, artifact.media_type, tag));
-  spdlog::info("pushed the ucrfs index of {} ({} layer indexes, {} bytes) as {}", ref.str(),
-               blobs.size() - 1 - (trace ? 1 : 0), bytes, tag);
+  spdlog::info("pushed the ucrfs index of {} ({} layer indexes with their windows, {} bytes) as {}", ref.str(),
+               layer_indexes, bytes, tag);
   std::cout << pushed.str() << " " << tag << std::endl;
   return Ok();
 }

@@ -72,9 +72,9 @@ uint64_t NsSince(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 PieceFetcher::PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-                           LazyOptions lazy)
+                           LazyOptions lazy, bool neighbours)
     : store_(store), layer_(std::move(layer)), pieces_(std::move(pieces)), paths_(PathsOf(store, pieces_)),
-      codec_(std::move(codec)), lazy_(std::move(lazy)) {}
+      codec_(std::move(codec)), lazy_(std::move(lazy)), neighbours_(neighbours) {}
 
 PieceFetcher::~PieceFetcher() {
   stop_ = true;
@@ -99,7 +99,7 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   through = std::min(through, pieces_.size() - 1);
   std::vector<size_t> wanted;
   for (size_t k = i; k <= through; ++k) wanted.push_back(k);
-  for (size_t k = through + 1; k < pieces_.size() && k <= through + 64; ++k) wanted.push_back(k);
+  for (size_t k = through + 1; neighbours_ && k < pieces_.size() && k <= through + 64; ++k) wanted.push_back(k);
   uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
   // A small cache limit caps coalescing: a run must never evict its own
   // first piece before it is opened.

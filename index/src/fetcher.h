@@ -48,9 +48,11 @@ using PieceCodec = std::function<Result<std::string>(const Piece& piece, std::st
 class PieceFetcher {
  public:
   // pieces: in the order reads walk them (adjacent entries usually adjacent
-  // in the blob too).
+  // in the blob too). neighbours false: a read fetches what it asked for and
+  // no more (gzip checkpoint windows: only the one inflation starts at is
+  // needed, and the next read most likely continues from it).
   PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-               LazyOptions lazy);
+               LazyOptions lazy, bool neighbours = true);
   ~PieceFetcher();
   PieceFetcher(const PieceFetcher&) = delete;
   PieceFetcher& operator=(const PieceFetcher&) = delete;
@@ -102,6 +104,7 @@ class PieceFetcher {
   const std::vector<std::string> paths_;  // cache file of each piece
   const PieceCodec codec_;
   const LazyOptions lazy_;
+  const bool neighbours_;
   std::atomic<bool> stop_{false};
 
   std::mutex source_mu_;

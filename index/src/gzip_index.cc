@@ -422,6 +422,7 @@ struct GzipRandomReader::Impl {
   std::shared_ptr<CompressedInput> input;
   bool is_gzip = false;
   std::vector<Checkpoint> cps;
+  std::shared_ptr<WindowSource> windows;  // null: every checkpoint carries its window
   uint64_t decoded_size = 0;
   size_t cache_bytes = 0;
 
@@ -443,10 +444,24 @@ struct GzipRandomReader::Impl {
   uint64_t ChunkSize(uint64_t c) const { return std::min(kChunk, decoded_size - c * kChunk); }
 
   // The last checkpoint at or before `off`.
-  const Checkpoint& Best(uint64_t off) const {
+  size_t Best(uint64_t off) const {
     auto it = std::upper_bound(cps.begin(), cps.end(), off,
                                [](uint64_t o, const Checkpoint& cp) { return o < cp.out_offset; });
-    return *(it - 1);  // cps[0] is at 0
+    return static_cast<size_t>(it - cps.begin()) - 1;  // cps[0] is at 0
+  }
+
+  // Starts inflating at checkpoint i, with its window from the WindowSource
+  // when it is kept there (fetched only now: most checkpoints are never
+  // started at).
+  Status StartAt(Inflater& inf, size_t i) {
+    const Checkpoint& cp = cps[i];
+    if (!windows || !cp.window.empty() || windows->sizes()[i] == 0) return inf.Start(cp);
+    Checkpoint with = cp;
+    UCRFS_ASSIGN(with.window, windows->Window(i));
+    if (with.window.size() != windows->sizes()[i]) {
+      return Error(Errc::kMalformed, fmt::format("{}: window of gzip checkpoint {} has the wrong size", input->name(), i));
+    }
+    return inf.Start(with);
   }
 
   void InsertLocked(uint64_t c, ChunkPtr data) {
@@ -499,6 +514,18 @@ struct GzipRandomReader::Impl {
     return inf;
   }
 
+  std::optional<size_t> StartFor(uint64_t offset) {
+    if (offset >= decoded_size) return std::nullopt;
+    uint64_t c = offset / kChunk, start = c * kChunk;
+    size_t best = Best(start);
+    std::lock_guard lock(mu);
+    if (cache.contains(c)) return std::nullopt;
+    for (const auto& p : parked) {
+      if (p->pos() >= cps[best].out_offset && p->pos() <= start) return std::nullopt;  // as TakeParked finds it
+    }
+    return best;
+  }
+
   void Park(std::unique_ptr<Inflater> inf) {
     if (inf->pos() >= decoded_size) return;
     std::lock_guard lock(mu);
@@ -512,14 +539,15 @@ struct GzipRandomReader::Impl {
   // chunk passed on the way goes into the cache.
   Result<ChunkPtr> Inflate(uint64_t c, std::unique_ptr<Inflater>& inf) {
     uint64_t start = c * kChunk;
-    const Checkpoint& cp = Best(start);
+    size_t best = Best(start);
+    const Checkpoint& cp = cps[best];
     if (!inf || inf->pos() > start || cp.out_offset > inf->pos()) {
       if (inf) Park(std::move(inf));
       inf = TakeParked(cp.out_offset, start);
     }
     if (!inf) {
       inf = std::make_unique<Inflater>(*input, is_gzip);
-      UCRFS_TRY(inf->Start(cp));
+      UCRFS_TRY(StartAt(*inf, best));
     }
     while (inf->pos() < start) {
       uint64_t p = inf->pos();
@@ -564,16 +592,19 @@ struct GzipRandomReader::Impl {
 };
 
 Status ValidateCheckpoints(const std::vector<Checkpoint>& cps, uint64_t decoded_size, uint64_t file_size,
-                           const std::string& path) {
+                           const std::string& path, const std::vector<uint64_t>* window_sizes) {
   auto bad = [&](size_t i, std::string_view why) {
     return Error(Errc::kMalformed, fmt::format("{}: gzip checkpoint {}: {}", path, i, why));
   };
   if (cps.empty()) return decoded_size == 0 ? Ok() : bad(0, "none given");
   if (cps[0].out_offset != 0) return bad(0, "does not start at offset 0");
+  if (window_sizes && window_sizes->size() != cps.size()) return bad(0, "windows kept elsewhere do not match");
   for (size_t i = 0; i < cps.size(); ++i) {
     const Checkpoint& cp = cps[i];
-    if (cp.bits > 7 || cp.window.size() > kWindowSize) return bad(i, "bad bits or window");
-    if (cp.bits > 0 && (cp.window.empty() || cp.in_offset == 0)) return bad(i, "bits without a window");
+    uint64_t window = window_sizes ? (*window_sizes)[i] : cp.window.size();
+    if (window_sizes && !cp.window.empty()) return bad(i, "a window both here and elsewhere");
+    if (cp.bits > 7 || window > kWindowSize) return bad(i, "bad bits or window");
+    if (cp.bits > 0 && (window == 0 || cp.in_offset == 0)) return bad(i, "bits without a window");
     if (cp.in_offset > file_size || cp.out_offset > decoded_size) return bad(i, "past the end");
     if (i > 0 && (cp.out_offset < cps[i - 1].out_offset || cp.in_offset < cps[i - 1].in_offset)) {
       return bad(i, "out of order");
@@ -596,9 +627,12 @@ Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(const std::stri
 
 Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(std::shared_ptr<CompressedInput> input, bool is_gzip,
                                                                  std::vector<Checkpoint> checkpoints,
-                                                                 uint64_t decoded_size, size_t cache_bytes) {
+                                                                 uint64_t decoded_size, size_t cache_bytes,
+                                                                 std::shared_ptr<WindowSource> windows) {
   auto impl = std::make_unique<Impl>();
-  UCRFS_TRY(ValidateCheckpoints(checkpoints, decoded_size, input->size(), input->name()));
+  UCRFS_TRY(ValidateCheckpoints(checkpoints, decoded_size, input->size(), input->name(),
+                                windows ? &windows->sizes() : nullptr));
+  impl->windows = std::move(windows);
   impl->is_gzip = is_gzip;
   impl->input = std::move(input);
   impl->cps = std::move(checkpoints);
@@ -610,5 +644,7 @@ Result<std::unique_ptr<GzipRandomReader>> GzipRandomReader::Open(std::shared_ptr
 Result<size_t> GzipRandomReader::ReadAt(uint64_t offset, char* buf, size_t len) {
   return impl_->ReadAt(offset, buf, len);
 }
+
+std::optional<size_t> GzipRandomReader::StartFor(uint64_t offset) { return impl_->StartFor(offset); }
 
 }  // namespace ucrfs::index

@@ -19,15 +19,18 @@ namespace ucrfs::index {
 std::string EntryKey(uint64_t layer_id, uint64_t seq) { return Encoder().U64BE(layer_id).U64BE(seq).take(); }
 
 std::string EncodeRecord(const LayerRecord& r) {
-  return Encoder()
-      .Var(r.id)
+  Encoder enc;
+  enc.Var(r.id)
       .Var(static_cast<uint8_t>(r.format))
       .Var(r.decoded_size)
       .Var(r.entries)
       .Var(r.checkpoints)
       .Var(r.chunks)
-      .Var(r.prefetch_end)
-      .take();
+      .Var(r.prefetch_end);
+  // Trailing and optional, so that records written before it decode as
+  // they are.
+  if (r.windows) enc.Str(r.windows->str()).Var(r.windows_size);
+  return enc.take();
 }
 
 Result<LayerRecord> DecodeRecord(std::string_view v) {
@@ -40,6 +43,12 @@ Result<LayerRecord> DecodeRecord(std::string_view v) {
   r.checkpoints = d.Var();
   r.chunks = d.Var();
   r.prefetch_end = d.Var();
+  if (d.ok() && !d.done()) {
+    auto windows = Digest::Parse(d.Str());
+    r.windows_size = d.Var();
+    if (!windows.ok() || !d.done()) return Error(Errc::kMalformed, "store index: corrupt record: windows blob");
+    r.windows = *windows;
+  }
   UCRFS_TRY(d.Check("layer record"));
   if (fmt > static_cast<uint64_t>(LayerFormat::kGzipLazy)) return Error(Errc::kMalformed, "store index: corrupt record: layer format");
   r.format = static_cast<LayerFormat>(fmt);

@@ -83,6 +83,16 @@ bool IndexFromRemote(Store& store, fetch::ImageSource& source, const RemoteIndex
   Status st = [&]() -> Status {
     UCRFS_ASSIGN(std::string blob, FetchArtifactBlob(source, it->second));
     UCRFS_ASSIGN(LayerIndex index, DecodeLayerIndex(blob, l));
+    // The windows are fetched by Range when reads need them, so the blob the
+    // index names must be one the artifact holds (which keeps it in the
+    // registry).
+    if (index.windows_size > 0) {
+      auto w = remote.windows.find(l.digest.str());
+      if (w == remote.windows.end() || w->second.digest != index.windows_blob ||
+          w->second.size != static_cast<int64_t>(index.windows_size)) {
+        return Error(Errc::kMalformed, "its windows blob is not the one the artifact lists");
+      }
+    }
     UCRFS_TRY(ImportLayerIndex(store, l, index));
     return Ok();
   }();

@@ -20,8 +20,14 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kMagic = "UCRFSLIX";
-constexpr uint64_t kVersion = 1;
+// 2: windows in a separate blob. 1 (windows inline) is refused: the layer is
+// downloaded until its index is pushed again.
+constexpr uint64_t kVersion = 2;
 constexpr uint64_t kMaxDecoded = 1ull << 31;  // a layer index larger than this is refused
+constexpr uint64_t kMaxWindow = 32768;        // deflate's largest window
+// Windows are small and read once per start of inflation: compress them hard
+// at push time, where it costs little.
+constexpr int kWindowLevel = 19;
 
 Error Bad(const fetch::Descriptor& layer, std::string_view why) {
   return Error(Errc::kMalformed, fmt::format("ucrfs index of layer {}: {}", layer.digest.str(), why));
@@ -111,14 +117,38 @@ SpanRange SpanOf(const std::vector<Checkpoint>& cps, size_t i, uint64_t layer_si
   return SpanRange{start, end > start ? end - start : 0};
 }
 
+std::string SplitWindows(LayerIndex& index) {
+  std::string blob;
+  index.windows.assign(index.checkpoints.size(), WindowRef{});
+  for (size_t i = 0; i < index.checkpoints.size(); ++i) {
+    std::string& w = index.checkpoints[i].window;
+    if (w.empty()) continue;
+    std::string z(ZSTD_compressBound(w.size()), '\0');
+    size_t n = ZSTD_compress(z.data(), z.size(), w.data(), w.size(), kWindowLevel);
+    z.resize(ZSTD_isError(n) ? 0 : n);  // cannot fail with a compressBound buffer
+    index.windows[i] = WindowRef{w.size(), blob.size(), z.size(), Digest::Sha256Of(z)};
+    blob += z;
+    w.clear();
+    w.shrink_to_fit();
+  }
+  index.windows_blob = Digest::Sha256Of(blob);
+  index.windows_size = blob.size();
+  return blob;
+}
+
 std::string EncodeLayerIndex(const LayerIndex& index) {
   Encoder enc;
   enc.Raw(kMagic).Var(kVersion).Str(index.layer.str()).Var(index.layer_size).Var(index.decoded_size);
+  enc.Str(index.windows_blob.str()).Var(index.windows_size);
   enc.Var(index.entries.size());
   for (const TarEntry& e : index.entries) enc.Str(EncodeEntry(e));
   enc.Var(index.checkpoints.size());
   for (const Checkpoint& cp : index.checkpoints) enc.Str(cp.Serialize());
   for (const Digest& d : index.span_digests) enc.Str(d.str());
+  for (const WindowRef& w : index.windows) {
+    enc.Var(w.length);
+    if (w.length > 0) enc.Var(w.offset).Var(w.size).Str(w.digest.str());
+  }
   const std::string& raw = enc.str();
   std::string out(ZSTD_compressBound(raw.size()), '\0');
   size_t n = ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), 3);
@@ -137,7 +167,9 @@ Result<LayerIndex> DecodeLayerIndex(std::string_view blob, const fetch::Descript
   Decoder d(std::string_view(raw).substr(kMagic.size()));
   uint64_t version = d.Var();
   if (d.ok() && version != kVersion) {
-    return Error(Errc::kUnsupported, fmt::format("ucrfs index of layer {}: version {}", layer.digest.str(), version));
+    return Error(Errc::kUnsupported,
+                 fmt::format("ucrfs index of layer {}: version {} (this ucrfs reads version {}; push the index again)",
+                             layer.digest.str(), version, kVersion));
   }
   LayerIndex out;
   auto digest = Digest::Parse(d.Str());
@@ -146,6 +178,10 @@ Result<LayerIndex> DecodeLayerIndex(std::string_view blob, const fetch::Descript
   out.layer_size = d.Var();
   out.decoded_size = d.Var();
   if (layer.size < 0 || out.layer_size != static_cast<uint64_t>(layer.size)) return Bad(layer, "wrong layer size");
+  auto windows_blob = Digest::Parse(d.Str());
+  if (!windows_blob.ok()) return Bad(layer, "bad windows blob digest");
+  out.windows_blob = *windows_blob;
+  out.windows_size = d.Var();
   // Counts are bounded by the bytes left, so a lying count cannot make us
   // reserve memory.
   uint64_t n = d.Var();
@@ -168,9 +204,38 @@ Result<LayerIndex> DecodeLayerIndex(std::string_view blob, const fetch::Descript
     if (!sd.ok()) return Bad(layer, "bad span digest");
     out.span_digests.push_back(*sd);
   }
+  // Windows: in checkpoint order, one after the other inside the windows
+  // blob, each no larger than a compressed 32 KiB could be.
+  std::vector<uint64_t> window_sizes;
+  uint64_t windows_end = 0;
+  for (size_t i = 0; d.ok() && i < out.checkpoints.size(); ++i) {
+    WindowRef w;
+    w.length = d.Var();
+    if (w.length > 0) {
+      w.offset = d.Var();
+      w.size = d.Var();
+      auto wd = Digest::Parse(d.Str());
+      if (!d.ok()) break;
+      if (!wd.ok()) return Bad(layer, fmt::format("window {}: bad digest", i));
+      w.digest = *wd;
+      if (w.length > kMaxWindow || w.size == 0 || w.size > ZSTD_compressBound(kMaxWindow)) {
+        return Bad(layer, fmt::format("window {}: bad size", i));
+      }
+      if (w.offset < windows_end || w.offset > out.windows_size || w.size > out.windows_size - w.offset) {
+        return Bad(layer, fmt::format("window {} outside the windows blob or out of order", i));
+      }
+      windows_end = w.offset + w.size;
+    }
+    window_sizes.push_back(w.length);
+    out.windows.push_back(w);
+  }
   if (!d.ok() || !d.done()) return Bad(layer, "truncated or trailing data");
   if (out.checkpoints.empty()) return Bad(layer, "no checkpoints");
-  if (Status st = ValidateCheckpoints(out.checkpoints, out.decoded_size, out.layer_size, "layer " + layer.digest.str());
+  if (out.windows_size > out.checkpoints.size() * ZSTD_compressBound(kMaxWindow)) {
+    return Bad(layer, "windows blob too large");
+  }
+  if (Status st = ValidateCheckpoints(out.checkpoints, out.decoded_size, out.layer_size, "layer " + layer.digest.str(),
+                                      &window_sizes);
       !st.ok()) {
     return Bad(layer, st.error().message());
   }
@@ -211,6 +276,7 @@ Result<IndexArtifact> BuildIndexArtifact(const Store& store, const ImageRecord& 
     if (!c.ok() || *c != fetch::Compression::kGzip || LazyFormatOf(l.annotations)) continue;
     if (!seen.insert(l.digest.str()).second) continue;
     UCRFS_ASSIGN(LayerIndex index, BuildLayerIndex(store, l, span));
+    std::string windows = SplitWindows(index);
     std::string blob = EncodeLayerIndex(index);
     fetch::Descriptor d;
     d.media_type = kLayerIndexMediaType;
@@ -219,6 +285,14 @@ Result<IndexArtifact> BuildIndexArtifact(const Store& store, const ImageRecord& 
     d.annotations[kLayerDigestAnnotation] = l.digest.str();
     layers.push_back(DescriptorJson(d));
     out.blobs.push_back(ArtifactBlob{d, std::move(blob)});
+    if (windows.empty()) continue;  // every checkpoint a member start: nothing to push
+    fetch::Descriptor w;
+    w.media_type = kLayerWindowsMediaType;
+    w.digest = index.windows_blob;
+    w.size = static_cast<int64_t>(windows.size());
+    w.annotations[kLayerDigestAnnotation] = l.digest.str();
+    layers.push_back(DescriptorJson(w));
+    out.blobs.push_back(ArtifactBlob{w, std::move(windows)});
   }
   if (out.blobs.empty()) {
     return Error(Errc::kInvalidArgument, image.key + " has no plain gzip layer to index");
@@ -231,7 +305,7 @@ Result<IndexArtifact> BuildIndexArtifact(const Store& store, const ImageRecord& 
     layers.push_back(DescriptorJson(d));
     out.blobs.push_back(ArtifactBlob{d, *trace});
   }
-  std::string config = Json{{"version", 1}, {"subject", image.manifest_digest.str()}, {"span", span}}.dump();
+  std::string config = Json{{"version", 2}, {"subject", image.manifest_digest.str()}, {"span", span}}.dump();
   fetch::Descriptor cd;
   cd.media_type = kIndexConfigMediaType;
   cd.digest = Digest::Sha256Of(config);
@@ -274,10 +348,10 @@ Result<std::optional<RemoteIndex>> FindRemoteIndex(fetch::ImageSource& source, c
     UCRFS_ASSIGN(fetch::Descriptor d, DescriptorFrom(l, "layers"));
     if (d.media_type == kTraceMediaType) {
       out.trace = d;
-    } else if (d.media_type == kLayerIndexMediaType) {
+    } else if (d.media_type == kLayerIndexMediaType || d.media_type == kLayerWindowsMediaType) {
       auto it = d.annotations.find(kLayerDigestAnnotation);
-      if (it == d.annotations.end()) return bad("a layer index names no layer");
-      out.layers[it->second] = d;
+      if (it == d.annotations.end()) return bad("a layer index or windows blob names no layer");
+      (d.media_type == kLayerIndexMediaType ? out.layers : out.windows)[it->second] = d;
     }
   }
   return std::optional<RemoteIndex>(std::move(out));

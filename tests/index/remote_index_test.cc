@@ -1,13 +1,16 @@
 // ucrfs layer indexes (remote_index.h) and lazy gzip layers: a layer index
-// round trip, what decoding refuses, and reads of a gzip layer through its
-// spans from a counting in-memory source (one request per span however many
-// readers, adjacent spans coalesced, a corrupt span refused and not cached,
-// the chunk cache held to its limit).
+// round trip, its windows split into a windows blob, what decoding refuses,
+// and reads of a gzip layer through its spans and windows from a counting
+// in-memory source (one request per span however many readers, adjacent
+// spans coalesced, one window per start of inflation, a corrupt span or
+// window refused and not cached, the chunk cache held to its limit).
 #include "ucrfs/index/remote_index.h"
 
 #include <sys/stat.h>
+#include <zstd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <random>
@@ -32,10 +35,12 @@ using harness::WriteBytes;
 
 constexpr uint64_t kSpan = 256 << 10;
 
-// Serves one blob by Range, counting requests and bytes; can flip one byte.
+// Serves the layer blob and its windows blob by Range, counting requests and
+// bytes of each; can flip one byte of either.
 class CountingSource final : public fetch::ImageSource {
  public:
-  explicit CountingSource(std::string blob) : blob_(std::move(blob)) {}
+  CountingSource(std::string blob, std::string windows)
+      : blob_(std::move(blob)), windows_(std::move(windows)), windows_digest_(Digest::Sha256Of(windows_)) {}
   std::string Describe() const override { return "counting source"; }
   Result<fetch::ManifestBlob> GetRootManifest() override { return Error(Errc::kUnsupported, "no manifest"); }
   Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor&) override {
@@ -47,9 +52,25 @@ class CountingSource final : public fetch::ImageSource {
   Status GetBlob(const fetch::Descriptor&, fetch::BlobSink&) override {
     return Error(Errc::kUnsupported, "whole blob asked for");
   }
-  Result<std::string> GetBlobRange(const fetch::Descriptor&, uint64_t offset, uint64_t length) override {
+  Result<std::string> GetBlobRange(const fetch::Descriptor& desc, uint64_t offset, uint64_t length) override {
     // Slow enough that concurrent readers of one span meet in flight.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (desc.digest == windows_digest_) {
+      {
+        std::lock_guard lock(mu);
+        ++window_requests;
+      }
+      window_cv.notify_all();
+      std::string out = windows_.substr(offset, length);
+      window_bytes += out.size();
+      uint64_t c = corrupt_window_at.load();
+      if (c != UINT64_MAX && c >= offset && c < offset + out.size()) out[c - offset] ^= 0x55;
+      return out;
+    }
+    if (span_waits_for_window) {
+      std::unique_lock lock(mu);
+      span_saw_window = window_cv.wait_for(lock, std::chrono::seconds(3), [&] { return window_requests > 0; });
+    }
     ++requests;
     std::string out = blob_.substr(offset, length);
     bytes += out.size();
@@ -60,14 +81,34 @@ class CountingSource final : public fetch::ImageSource {
     return out;
   }
 
-  std::atomic<uint64_t> requests{0}, bytes{0};
+  std::atomic<uint64_t> requests{0}, bytes{0};  // of the layer blob
   std::atomic<uint64_t> corrupt_at{UINT64_MAX};
   std::mutex mu;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::atomic<uint64_t> window_requests{0}, window_bytes{0};
+  std::atomic<uint64_t> corrupt_window_at{UINT64_MAX};
+  // A span request waits (up to 3 s) for a window request to arrive, and
+  // says whether one did: the two are in flight together.
+  std::atomic<bool> span_waits_for_window{false}, span_saw_window{false};
+  std::condition_variable window_cv;
 
  private:
   std::string blob_;
+  std::string windows_;
+  Digest windows_digest_;
 };
+
+std::string Zstd(std::string_view raw) {
+  std::string out(ZSTD_compressBound(raw.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), raw.data(), raw.size(), 3));
+  return out;
+}
+
+std::string Unzstd(std::string_view z) {
+  std::string out(ZSTD_getFrameContentSize(z.data(), z.size()), '\0');
+  out.resize(ZSTD_decompress(out.data(), out.size(), z.data(), z.size()));
+  return out;
+}
 
 class RemoteIndexTest : public ::testing::Test {
  protected:
@@ -112,10 +153,14 @@ class RemoteIndexTest : public ::testing::Test {
     ASSERT_TRUE((*store)->CommitImage(**staging, rec).ok());
     auto built = BuildLayerIndex(**store, *desc_, kSpan);
     ASSERT_TRUE(built.ok()) << built.error().message();
+    inline_index_ = new LayerIndex(*built);
+    windows_ = new std::string(SplitWindows(*built));
     index_ = new LayerIndex(std::move(*built));
   }
   static void TearDownTestSuite() {
     delete index_;
+    delete inline_index_;
+    delete windows_;
     delete desc_;
     delete blob_;
     delete tar_;
@@ -129,12 +174,14 @@ class RemoteIndexTest : public ::testing::Test {
     LazyOptions opts;
     std::unique_ptr<LayerReader> reader;
   };
-  static Lazy OpenLazy(const std::string& name, std::shared_ptr<CountingSource> source, uint64_t cache_limit = 0) {
+  // index: what to import (default: index_, the windows split out).
+  static Lazy OpenLazy(const std::string& name, std::shared_ptr<CountingSource> source, uint64_t cache_limit = 0,
+                       const LayerIndex* index = nullptr) {
     Lazy l;
     auto store = Store::Open(*dir_ / name, Store::Mode::kReadWrite);
     EXPECT_TRUE(store.ok());
     l.store = std::move(*store);
-    auto rec = ImportLayerIndex(*l.store, *desc_, *index_);
+    auto rec = ImportLayerIndex(*l.store, *desc_, index ? *index : *index_);
     EXPECT_TRUE(rec.ok()) << rec.error().message();
     EXPECT_EQ(rec->format, LayerFormat::kGzipLazy);
     l.opts.opener = [source]() -> Result<std::shared_ptr<fetch::ImageSource>> {
@@ -173,11 +220,28 @@ class RemoteIndexTest : public ::testing::Test {
     return n;
   }
 
+  static std::shared_ptr<CountingSource> NewSource() { return std::make_shared<CountingSource>(*blob_, *windows_); }
+
+  // The checkpoint a read at decoded offset `off` starts inflating from (the
+  // one before its 256 KiB decoded chunk), and an offset inside the chunk
+  // that starts at checkpoint k's or just after it.
+  static size_t CheckpointFor(uint64_t off) {
+    uint64_t chunk = off / kSpan * kSpan;
+    size_t k = 0;
+    while (k + 1 < index_->checkpoints.size() && index_->checkpoints[k + 1].out_offset <= chunk) ++k;
+    return k;
+  }
+  static uint64_t OffsetStartingAt(size_t k) {
+    return (index_->checkpoints[k].out_offset + kSpan - 1) / kSpan * kSpan + 10;
+  }
+
   static TempDir* dir_;
   static std::string* tar_;
   static std::string* blob_;
   static fetch::Descriptor* desc_;
-  static LayerIndex* index_;
+  static LayerIndex* index_;         // windows split out
+  static LayerIndex* inline_index_;  // as built: the checkpoints carry their windows
+  static std::string* windows_;      // index_'s windows blob
 };
 
 TempDir* RemoteIndexTest::dir_;
@@ -185,6 +249,8 @@ std::string* RemoteIndexTest::tar_;
 std::string* RemoteIndexTest::blob_;
 fetch::Descriptor* RemoteIndexTest::desc_;
 LayerIndex* RemoteIndexTest::index_;
+LayerIndex* RemoteIndexTest::inline_index_;
+std::string* RemoteIndexTest::windows_;
 
 TEST(RemoteIndexTag, DerivedFromTheManifestDigest) {
   Digest d = Digest::Sha256Of("m");
@@ -215,11 +281,125 @@ TEST_F(RemoteIndexTest, EncodeDecodeRoundTrip) {
   ASSERT_EQ(back->entries.size(), index_->entries.size());
   for (size_t i = 0; i < back->entries.size(); ++i) EXPECT_EQ(back->entries[i].path, index_->entries[i].path);
   ASSERT_EQ(back->checkpoints.size(), index_->checkpoints.size());
+  ASSERT_EQ(back->windows.size(), index_->windows.size());
   for (size_t i = 0; i < back->checkpoints.size(); ++i) {
     EXPECT_EQ(back->checkpoints[i].in_offset, index_->checkpoints[i].in_offset);
-    EXPECT_EQ(back->checkpoints[i].window, index_->checkpoints[i].window);
+    EXPECT_EQ(back->checkpoints[i].bits, index_->checkpoints[i].bits);
+    EXPECT_TRUE(back->checkpoints[i].window.empty());
+    EXPECT_EQ(back->windows[i].length, index_->windows[i].length);
+    EXPECT_EQ(back->windows[i].offset, index_->windows[i].offset);
+    EXPECT_EQ(back->windows[i].size, index_->windows[i].size);
+    EXPECT_EQ(back->windows[i].digest, index_->windows[i].digest);
   }
   EXPECT_EQ(back->span_digests, index_->span_digests);
+  EXPECT_EQ(back->windows_blob, index_->windows_blob);
+  EXPECT_EQ(back->windows_size, index_->windows_size);
+  // The windows were most of the index.
+  EXPECT_LT(blob.size() * 2, windows_->size()) << blob.size();
+}
+
+TEST_F(RemoteIndexTest, SplitWindowsMovesEachWindowIntoTheBlobInOrder) {
+  ASSERT_EQ(index_->windows.size(), index_->checkpoints.size());
+  EXPECT_EQ(index_->windows_blob, Digest::Sha256Of(*windows_));
+  EXPECT_EQ(index_->windows_size, windows_->size());
+  EXPECT_EQ(index_->windows[0].length, 0u) << "the first checkpoint starts the member: no window";
+  uint64_t end = 0, with = 0;
+  for (size_t i = 0; i < index_->windows.size(); ++i) {
+    const WindowRef& w = index_->windows[i];
+    const std::string& want = inline_index_->checkpoints[i].window;
+    EXPECT_TRUE(index_->checkpoints[i].window.empty()) << i;
+    EXPECT_EQ(w.length, want.size()) << i;
+    if (w.length == 0) continue;
+    ++with;
+    EXPECT_EQ(w.offset, end) << "window " << i << " is not next to the one before";
+    std::string z = windows_->substr(w.offset, w.size);
+    EXPECT_EQ(w.digest, Digest::Sha256Of(z)) << i;
+    EXPECT_TRUE(Unzstd(z) == want) << "window " << i << " does not decompress to the checkpoint's";
+    end = w.offset + w.size;
+  }
+  EXPECT_EQ(end, windows_->size());
+  EXPECT_EQ(with + 1, index_->checkpoints.size()) << "one gzip member: every checkpoint but the first has a window";
+}
+
+TEST_F(RemoteIndexTest, DecodeRefusesVersionOne) {
+  // The same index as version 1 would have it: only the version differs in
+  // what the check looks at first.
+  std::string raw = Unzstd(EncodeLayerIndex(*index_));
+  ASSERT_EQ(raw[8], 2);
+  raw[8] = 1;
+  auto r = DecodeLayerIndex(Zstd(raw), *desc_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kUnsupported) << r.error().message();
+  EXPECT_NE(r.error().message().find("version 1"), std::string::npos) << r.error().message();
+}
+
+TEST_F(RemoteIndexTest, DecodeRefusesHostileWindows) {
+  auto refused = [&](const LayerIndex& idx, std::string_view why) {
+    auto r = DecodeLayerIndex(EncodeLayerIndex(idx), *desc_);
+    EXPECT_FALSE(r.ok()) << why;
+    if (!r.ok()) {
+      EXPECT_EQ(r.error().code(), Errc::kMalformed) << why << ": " << r.error().message();
+    }
+  };
+  size_t k = 0;  // a checkpoint with a window, followed by another
+  for (size_t i = 1; i + 1 < index_->windows.size() && k == 0; ++i) {
+    if (index_->windows[i].length > 0 && index_->windows[i + 1].length > 0) k = i;
+  }
+  ASSERT_GT(k, 0u);
+  LayerIndex bad = *index_;
+  bad.windows[k].offset = bad.windows_size;
+  refused(bad, "a window past the end of the windows blob");
+  bad = *index_;
+  bad.windows[k].size = bad.windows_size + 1;
+  refused(bad, "a window larger than the windows blob");
+  bad = *index_;
+  bad.windows[k].offset = UINT64_MAX - 4;
+  refused(bad, "a window whose end overflows");
+  bad = *index_;
+  std::swap(bad.windows[k], bad.windows[k + 1]);
+  refused(bad, "windows out of order");
+  bad = *index_;
+  bad.windows[k + 1].offset = bad.windows[k].offset;
+  refused(bad, "overlapping windows");
+  bad = *index_;
+  bad.windows[k].length = 32769;
+  refused(bad, "a window longer than deflate's");
+  bad = *index_;
+  bad.windows[k].size = 0;
+  refused(bad, "an empty window blob extent");
+  bad = *index_;
+  bad.windows[0] = bad.windows[k];
+  bad.windows[0].offset = 0;
+  bad.windows[0].size = 1;
+  refused(bad, "a window at the first checkpoint");
+  bad = *index_;
+  for (size_t i = 1; i < bad.checkpoints.size(); ++i) {
+    if (bad.checkpoints[i].bits > 0) {
+      bad.windows[i] = WindowRef{};
+      break;
+    }
+  }
+  refused(bad, "a checkpoint that needs a window without one");
+  bad = *index_;
+  bad.windows.pop_back();
+  refused(bad, "a window place missing");
+  bad = *index_;
+  bad.checkpoints[k].window = inline_index_->checkpoints[k].window;
+  refused(bad, "a window both in the checkpoint and in the blob");
+  bad = *index_;
+  bad.windows_size = bad.checkpoints.size() * 40000;
+  refused(bad, "an absurd windows blob");
+
+  // A window's digest missing: the last string of the index is the last
+  // window's digest; replace it by an empty one.
+  ASSERT_GT(index_->windows.back().length, 0u);
+  std::string raw = Unzstd(EncodeLayerIndex(*index_));
+  std::string digest = index_->windows.back().digest.str();
+  ASSERT_EQ(raw.substr(raw.size() - digest.size()), digest);
+  raw.resize(raw.size() - digest.size() - 1);  // the length (one varint byte) and the digest
+  raw.push_back('\0');
+  auto r = DecodeLayerIndex(Zstd(raw), *desc_);
+  EXPECT_FALSE(r.ok()) << "a window without its digest";
 }
 
 TEST_F(RemoteIndexTest, DecodeRefusesWhatDoesNotCheckOut) {
@@ -272,7 +452,7 @@ TEST_F(RemoteIndexTest, DecodeRefusesWhatDoesNotCheckOut) {
 }
 
 TEST_F(RemoteIndexTest, LazyReadsMatchTheTarAndFetchEachSpanOnce) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   Lazy l = OpenLazy("store-all", src);
   std::mt19937_64 rng(3);
   for (int i = 0; i < 200; ++i) {
@@ -284,19 +464,37 @@ TEST_F(RemoteIndexTest, LazyReadsMatchTheTarAndFetchEachSpanOnce) {
   EXPECT_LE(src->bytes.load(), blob_->size() + index_->checkpoints.size()) << "a span was fetched twice";
   std::set<uint64_t> starts;
   for (auto& [off, len] : src->ranges) EXPECT_TRUE(starts.insert(off).second) << "range at " << off << " twice";
+  EXPECT_GT(src->window_requests.load(), 0u);
+  EXPECT_LE(src->window_bytes.load(), windows_->size()) << "a window was fetched twice";
+}
+
+TEST_F(RemoteIndexTest, CheckpointsCarryingTheirWindowsStillRead) {
+  // Layers imported before windows moved out keep them in their checkpoints.
+  auto src = NewSource();
+  Lazy l = OpenLazy("store-inline", src, 0, inline_index_);
+  uint64_t off = tar_->size() / 3;
+  ASSERT_TRUE(Read(*l.reader, off, 100000) == tar_->substr(off, 100000));
+  EXPECT_GT(src->requests.load(), 0u);
+  EXPECT_EQ(src->window_requests.load(), 0u);
 }
 
 TEST_F(RemoteIndexTest, ASmallReadFetchesOnlyItsSpans) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   Lazy l = OpenLazy("store-small", src);
   uint64_t off = tar_->size() / 2;
   ASSERT_TRUE(Read(*l.reader, off, 4096) == tar_->substr(off, 4096));
   EXPECT_EQ(src->requests.load(), 1u);
   EXPECT_LT(src->bytes.load(), blob_->size() / 5) << "4 KiB read fetched too much";
+  // One window: the one of the checkpoint inflation started from.
+  const WindowRef& w = index_->windows[CheckpointFor(off)];
+  ASSERT_GT(w.length, 0u);
+  EXPECT_EQ(src->window_requests.load(), 1u);
+  EXPECT_EQ(src->window_bytes.load(), w.size);
+  EXPECT_TRUE(PathExists(l.store->ChunkPath(w.digest))) << "the window was not cached";
 }
 
 TEST_F(RemoteIndexTest, AdjacentSpansComeInOneRequest) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   Lazy l = OpenLazy("store-coalesce", src);
   uint64_t off = 1 << 20, len = 2 << 20;
   ASSERT_GE(SpansTouching(off, off + len), 4u);
@@ -306,7 +504,7 @@ TEST_F(RemoteIndexTest, AdjacentSpansComeInOneRequest) {
 }
 
 TEST_F(RemoteIndexTest, ConcurrentReadersOfOneSpanCauseOneRequest) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   Lazy l = OpenLazy("store-concurrent", src);
   uint64_t base = 3 * kSpan + 1000;  // 8 reads inside one 256 KiB decoded chunk
   std::vector<std::thread> threads;
@@ -325,7 +523,7 @@ TEST_F(RemoteIndexTest, ConcurrentReadersOfOneSpanCauseOneRequest) {
 }
 
 TEST_F(RemoteIndexTest, ACorruptSpanFailsTheReadAndIsNotCached) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   Lazy l = OpenLazy("store-corrupt", src);
   size_t k = index_->checkpoints.size() / 2;
   SpanRange r = SpanOf(index_->checkpoints, k, blob_->size());
@@ -341,8 +539,39 @@ TEST_F(RemoteIndexTest, ACorruptSpanFailsTheReadAndIsNotCached) {
   EXPECT_TRUE(PathExists(l.store->ChunkPath(index_->span_digests[k])));
 }
 
+TEST_F(RemoteIndexTest, TheWindowIsFetchedWhileTheSpansCome) {
+  auto src = NewSource();
+  Lazy l = OpenLazy("store-parallel-window", src);
+  src->span_waits_for_window = true;
+  uint64_t off = tar_->size() / 2;
+  ASSERT_GT(index_->windows[CheckpointFor(off)].length, 0u);
+  ASSERT_TRUE(Read(*l.reader, off, 4096) == tar_->substr(off, 4096));
+  EXPECT_TRUE(src->span_saw_window.load()) << "the window was fetched after the spans, not beside them";
+  EXPECT_EQ(src->window_requests.load(), 1u);
+  EXPECT_EQ(src->requests.load(), 1u);
+}
+
+TEST_F(RemoteIndexTest, ACorruptWindowFailsTheReadAndIsNotCached) {
+  auto src = NewSource();
+  Lazy l = OpenLazy("store-corrupt-window", src);
+  size_t k = index_->checkpoints.size() / 2;
+  while (index_->windows[k].length == 0) ++k;
+  uint64_t off = OffsetStartingAt(k);
+  ASSERT_EQ(CheckpointFor(off), k);
+  const WindowRef& w = index_->windows[k];
+  src->corrupt_window_at = w.offset + w.size / 2;
+  Status st;
+  Read(*l.reader, off, 100, &st);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), Errc::kDigestMismatch) << st.error().message();
+  EXPECT_FALSE(PathExists(l.store->ChunkPath(w.digest))) << "the corrupt window was cached";
+  src->corrupt_window_at = UINT64_MAX;
+  EXPECT_TRUE(Read(*l.reader, off, 100) == tar_->substr(off, 100));
+  EXPECT_TRUE(PathExists(l.store->ChunkPath(w.digest)));
+}
+
 TEST_F(RemoteIndexTest, TheChunkCacheStaysWithinItsLimit) {
-  auto src = std::make_shared<CountingSource>(*blob_);
+  auto src = NewSource();
   const uint64_t limit = 512 << 10;
   Lazy l = OpenLazy("store-limit", src, limit);
   ASSERT_TRUE(Read(*l.reader, 0, tar_->size()) == *tar_);

@@ -23,6 +23,11 @@ Contract under test:
   layer is downloaded, stderr says why);
 - an index whose span digests lie: the mount serves (the index is well
   formed) but reads fail with EIO and nothing is cached;
+- the checkpoints' windows are in one windows blob per layer (issue 4): the
+  mount fetches none of them, a small read exactly the one window its
+  inflation starts from; a window corrupted on the wire fails the read with
+  EIO and is not cached; a version 1 index (windows inline) is not used and
+  the layer is downloaded;
 - --max-cache-size: the chunk cache stays within the limit while every byte
   still reads right.
 """
@@ -52,7 +57,64 @@ PLAIN = "plain/img"
 SPAN = 256 << 10
 ARTIFACT_TYPE = "application/vnd.ucrfs.index.v1"
 LAYER_INDEX = "application/vnd.ucrfs.layer-index.v1+zstd"
+LAYER_WINDOWS = "application/vnd.ucrfs.layer-windows.v1"
 LAYER_ANNOTATION = "io.ucrfs.layer.digest"
+
+
+def _varint(b, i):
+    v = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7f) << shift
+        shift += 7
+        if not c & 0x80:
+            return v, i
+
+
+def _str(b, i):
+    n, i = _varint(b, i)
+    return b[i:i + n], i + n
+
+
+def parse_layer_index(raw):
+    """The fields of a decompressed layer index (docs/lazy.md) these tests
+    look at: version, windows blob, each checkpoint's decoded offset, each
+    window's (length, offset, size, digest)."""
+    assert raw[:8] == b"UCRFSLIX", raw[:8]
+    i = 8
+    out = {}
+    out["version"], i = _varint(raw, i)
+    _, i = _str(raw, i)      # layer digest
+    _, i = _varint(raw, i)   # layer size
+    _, i = _varint(raw, i)   # decoded size
+    wblob, i = _str(raw, i)
+    out["windows_blob"] = wblob.decode()
+    out["windows_size"], i = _varint(raw, i)
+    n, i = _varint(raw, i)
+    for _ in range(n):
+        _, i = _str(raw, i)
+    n, i = _varint(raw, i)
+    cps = []
+    for _ in range(n):
+        cp, i = _str(raw, i)
+        cps.append(_varint(cp, 1)[0])  # version byte, then the decoded offset
+    out["checkpoints"] = cps
+    for _ in range(n):
+        _, i = _str(raw, i)  # span digests
+    windows = []
+    for _ in range(n):
+        length, i = _varint(raw, i)
+        if length == 0:
+            windows.append((0, 0, 0, None))
+            continue
+        off, i = _varint(raw, i)
+        size, i = _varint(raw, i)
+        d, i = _str(raw, i)
+        windows.append((length, off, size, d.decode()))
+    out["windows"] = windows
+    assert i == len(raw), "trailing bytes in the layer index"
+    return out
 
 
 class IndexPushTest(MountTestCase):
@@ -96,6 +158,15 @@ class IndexPushTest(MountTestCase):
         for d in [cls.artifact_json["config"]] + cls.artifact_json["layers"]:
             _, cls.artifact_blobs[d["digest"]] = TL.get_url("%s/v2/%s/blobs/%s" % (
                 cls.registry.url, REPO, d["digest"]))
+        # Each layer's index as pushed, decoded, and its windows blob.
+        cls.indexes = {}
+        for d in cls.artifact_json["layers"]:
+            if d["mediaType"] == LAYER_INDEX:
+                src = os.path.join(tmp, "index-%s.zst" % d["digest"][7:19])
+                with open(src, "wb") as f:
+                    f.write(cls.artifact_blobs[d["digest"]])
+                raw = run(["zstd", "-q", "-d", "-c", src]).stdout
+                cls.indexes[d["annotations"][LAYER_ANNOTATION]] = dict(parse_layer_index(raw), desc=d, raw=raw)
         cls.fake = cls.new_fake()
         cls.addClassCleanup(cls.fake.stop)
 
@@ -160,6 +231,24 @@ class IndexPushTest(MountTestCase):
         self.assertEqual(a["subject"]["digest"], self.manifest.digest)
         indexed = {l["annotations"][LAYER_ANNOTATION] for l in a["layers"] if l["mediaType"] == LAYER_INDEX}
         self.assertEqual(indexed, {l["digest"] for l in self.layers})
+        # Each layer's windows blob: listed beside its index, the blob the
+        # index names, holding each window's bytes under its digest.
+        windows = {l["annotations"][LAYER_ANNOTATION]: l for l in a["layers"] if l["mediaType"] == LAYER_WINDOWS}
+        self.assertEqual(set(windows), indexed)
+        for layer, idx in self.indexes.items():
+            self.assertEqual(idx["version"], 2)
+            self.assertEqual((windows[layer]["digest"], windows[layer]["size"]),
+                             (idx["windows_blob"], idx["windows_size"]))
+            blob = self.artifact_blobs[idx["windows_blob"]]
+            with_window = [w for w in idx["windows"] if w[0] > 0]
+            self.assertGreater(len(with_window), 1)
+            self.assertEqual(sum(w[2] for w in with_window), len(blob), "the windows blob is only the windows")
+            for length, off, size, digest in with_window:
+                self.assertLessEqual(length, 32768)
+                self.assertEqual(sha256_digest(blob[off:off + size]), digest)
+            # The windows were most of the index: what a mount fetches now
+            # is a fraction of it.
+            self.assertLess(idx["desc"]["size"] * 2, len(blob), layer)
         again = self.run_ucrfs(self.push_store, "index", "push", "--span", str(SPAN),
                                "%s/%s:orig" % (self.registry.addr, REPO))
         self.assertEqual(again.returncode, 0, again.stderr)
@@ -190,6 +279,8 @@ class IndexPushTest(MountTestCase):
         for l in self.layers:
             self.assertEqual(self.fake.served_bytes(l["digest"], m0), 0,
                              "the mount fetched bytes of layer %s before any read" % l["digest"])
+            wblob = self.indexes[l["digest"]]["windows_blob"]
+            self.assertEqual(self.fake.served_for(wblob, m0), [], "the mount fetched windows of %s" % l["digest"])
         m1 = self.fake.mark()
         self.assertReads(mp, TL.MOTD)
         self.assertLess(self.fake.served_bytes(d1, m1), min(MiB, size1 // 10))
@@ -200,11 +291,21 @@ class IndexPushTest(MountTestCase):
         # the next deflate block boundary, and this data is incompressible.
         self.assertLessEqual(self.fake.served_bytes(d1, m2), 3 * SPAN,
                              TL.LazyMountTest.served_summary(self, d1, m2))
+        # ... and exactly one window: the one of the checkpoint before that
+        # chunk, by itself.
+        idx = self.indexes[d1]
+        served = self.fake.served_for(idx["windows_blob"], m2)
+        windows = {(w[1], w[2]) for w in idx["windows"] if w[0] > 0}
+        self.assertEqual(len(served), 1, served)
+        self.assertIn((served[0].start, served[0].length), windows, served)
         self.assertSameTree(mp, "indexed gzip from the counting registry")
         for l in self.layers:
             total = self.fake.served_bytes(l["digest"], m0)
             self.assertLessEqual(total, l["size"] * 1.1 + MiB, "reading everything fetched %d bytes of "
                                  "layer %s's %d" % (total, l["digest"], l["size"]))
+            idx = self.indexes[l["digest"]]
+            total = self.fake.served_bytes(idx["windows_blob"], m0)
+            self.assertLessEqual(total, idx["windows_size"], "a window of %s was fetched twice" % l["digest"])
         time.sleep(1.2)  # the server rewrites its stats at most every 500 ms
         st = json.loads(self.ucrfs("stats", "--json", mp).stdout)
         self.assertGreater(st["requests"], 0, st)
@@ -260,10 +361,13 @@ class IndexPushTest(MountTestCase):
             f.write(self.artifact_blobs[desc["digest"]])
         raw = run(["zstd", "-q", "-d", "-c", src]).stdout
         marks = [m.start() for m in re.finditer(rb"sha256:[0-9a-f]{64}", raw)]
-        self.assertGreater(len(marks), 2)
+        self.assertGreater(len(marks), 3)
         lie = b"sha256:" + hashlib.sha256(b"lie").hexdigest().encode()
         out = bytearray(raw)
-        for pos in marks[1:]:  # the first is the layer's own digest
+        # The first two are the layer's own digest and its windows blob's;
+        # then the spans' (and the windows', which lie too: the read fails on
+        # its span before it needs one).
+        for pos in marks[2:]:
             out[pos:pos + len(lie)] = lie
         with open(self.path("lying.raw"), "wb") as f:
             f.write(out)
@@ -285,6 +389,56 @@ class IndexPushTest(MountTestCase):
         self.assertEqual(got, ("errno", errno.EIO))
         self.assertEqual(self.chunk_files(), [], "a span that failed its digest was cached")
         self.assertReads(mp, TL.L2BIG, label="layer 2's index is honest: ")
+        self.umount(mp)
+
+    def test_corrupt_window_fails_reads(self):
+        """Every window of the first layer served with a byte flipped: a read
+        that must start inflating mid-layer fails with EIO, and no window is
+        cached; reads that need no window (the layer's start) and the other
+        layer are unaffected."""
+        d1 = self.layers[0]["digest"]
+        idx = self.indexes[d1]
+        reg = self.new_fake()
+        self.addCleanup(reg.stop)
+        reg.faults["corrupt_at"][idx["windows_blob"]] = {w[1] + w[2] // 2 for w in idx["windows"] if w[0] > 0}
+        _, mp = self.mount(self.image(reg=reg))
+        got, _ = TL.LazyMountTest.bounded_read(self, os.path.join(mp, TL.BIG), 13 * MiB + 5, 4096)
+        self.assertEqual(got, ("errno", errno.EIO))
+        self.assertGreater(len(reg.served_for(idx["windows_blob"])), 0, "no window was asked for")
+        digests = {w[3].split(":", 1)[1] for w in idx["windows"] if w[0] > 0}
+        cached = {os.path.basename(f) for f in self.chunk_files()}
+        self.assertEqual(cached & digests, set(), "a window that failed its digest was cached")
+        self.assertReads(mp, TL.L2BIG, label="layer 2's windows are intact: ")
+        self.umount(mp)
+
+    def test_version_1_index_is_not_used(self):
+        """The first layer's index as version 1 had it (the version field is
+        what is checked first): that layer is downloaded, with a warning
+        saying why, and the tree is still right."""
+        d1 = self.layers[0]["digest"]
+        idx = self.indexes[d1]
+        raw = bytearray(idx["raw"])
+        self.assertEqual(raw[8], 2)
+        raw[8] = 1
+        with open(self.path("v1.raw"), "wb") as f:
+            f.write(raw)
+        run(["zstd", "-q", "-f", self.path("v1.raw"), "-o", self.path("v1.zst")])
+        with open(self.path("v1.zst"), "rb") as f:
+            blob = f.read()
+        art = json.loads(self.artifact)
+        for l in art["layers"]:
+            if l["digest"] == idx["desc"]["digest"]:
+                l["digest"], l["size"] = sha256_digest(blob), len(blob)
+        body = json.dumps(art).encode()
+        blobs = dict(self.artifact_blobs)
+        blobs[sha256_digest(blob)] = blob
+        reg = self.new_fake(body, blobs)
+        self.addCleanup(reg.stop)
+        res, mp = self.mount(self.image(reg=reg))
+        self.assertRegex(res.stderr, r"version 1", res.stderr)
+        self.assertTrue(self.blob_in_store(d1), "the layer with a version 1 index was not downloaded")
+        self.assertFalse(self.blob_in_store(self.layers[1]["digest"]))
+        self.assertSameTree(mp, "with a version 1 index for one layer")
         self.umount(mp)
 
     def test_pushed_trace_is_replayed(self):

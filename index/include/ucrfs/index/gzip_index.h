@@ -12,6 +12,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,8 +58,23 @@ class GzipIndexingStream final : public ByteStream {
 // Checks checkpoints from the store or from elsewhere (an index fetched from a
 // registry) before anything inflates from them: the first at 0, in order,
 // inside the decoded and compressed sizes, sane bits and windows.
+// window_sizes: when the windows are kept elsewhere (a WindowSource), the
+// length of each checkpoint's window (0: none, a member start); the
+// checkpoints' own windows are then empty.
 Status ValidateCheckpoints(const std::vector<Checkpoint>& cps, uint64_t decoded_size, uint64_t compressed_size,
-                           const std::string& what);
+                           const std::string& what, const std::vector<uint64_t>* window_sizes = nullptr);
+
+// Windows of checkpoints that do not carry their own (a lazy gzip layer
+// indexed from a v2 ucrfs index keeps them in a separate blob, fetched only
+// when inflation starts at that checkpoint).
+class WindowSource {
+ public:
+  virtual ~WindowSource() = default;
+  // The length of checkpoint i's window, 0 when it has none.
+  virtual const std::vector<uint64_t>& sizes() const = 0;
+  // Checkpoint i's window, exactly sizes()[i] bytes, verified.
+  virtual Result<std::string> Window(size_t i) = 0;
+};
 
 // The compressed bytes a GzipRandomReader inflates: a local file, or a lazy
 // layer's spans fetched on demand.
@@ -81,13 +97,20 @@ class GzipRandomReader {
  public:
   static Result<std::unique_ptr<GzipRandomReader>> Open(const std::string& path, std::vector<Checkpoint> checkpoints,
                                                         uint64_t decoded_size, size_t cache_bytes = 64 << 20);
-  // is_gzip: gzip members (false: one zlib stream).
+  // is_gzip: gzip members (false: one zlib stream). windows: where the
+  // checkpoints' windows are when they do not carry them.
   static Result<std::unique_ptr<GzipRandomReader>> Open(std::shared_ptr<CompressedInput> input, bool is_gzip,
                                                         std::vector<Checkpoint> checkpoints, uint64_t decoded_size,
-                                                        size_t cache_bytes = 64 << 20);
+                                                        size_t cache_bytes = 64 << 20,
+                                                        std::shared_ptr<WindowSource> windows = nullptr);
   ~GzipRandomReader();
   // Reads len bytes at decoded offset `offset` (fewer only at the end).
   Result<size_t> ReadAt(uint64_t offset, char* buf, size_t len);
+  // The checkpoint a read at `offset` would start inflating from, or nullopt
+  // when its decoded chunk is cached or a parked inflation will continue to
+  // it. A hint (other reads may change either meanwhile): lazy layers fetch
+  // that checkpoint's window while the compressed bytes come.
+  std::optional<size_t> StartFor(uint64_t offset);
 
  private:
   struct Impl;

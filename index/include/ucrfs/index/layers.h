@@ -47,6 +47,11 @@ struct LayerRecord {
   uint64_t checkpoints = 0;
   uint64_t chunks = 0;         // lazy formats: chunks, or spans of kGzipLazy
   uint64_t prefetch_end = 0;   // lazy formats: blob offset of .prefetch.landmark, 0 if none
+  // kGzipLazy from a v2 ucrfs index: the blob holding the checkpoints'
+  // windows (the checkpoints carry none; `chunks` then counts the spans and
+  // after them one window record per checkpoint). nullopt: no such blob.
+  std::optional<Digest> windows;
+  uint64_t windows_size = 0;
 };
 
 // Opens the image's source when a lazy layer first needs bytes (a mount of

@@ -4,8 +4,12 @@
 // `ucrfs index push IMAGE` reads each gzip layer once and writes its layer
 // index: every tar entry (with where its bytes are in the decoded stream),
 // zran checkpoints every `span` decoded bytes, and the sha256 of each
-// compressed span between two checkpoints. The layer indexes (and optionally
-// a read trace) are pushed to the image's repository as an OCI artifact: an
+// compressed span between two checkpoints. The checkpoints' 32 KiB windows,
+// most of an index's bytes, go to a separate windows blob per layer (each
+// window one zstd frame, its place and sha256 in the layer index), so that a
+// mount fetches only the small layer indexes and a read the one window its
+// inflation starts from. The layer indexes, windows blobs (and optionally a
+// read trace) are pushed to the image's repository as an OCI artifact: an
 // image manifest whose `subject` is the image manifest, tagged
 // IndexTag(manifest digest) so that registries without the referrers API
 // (distribution 2.8) serve it too.
@@ -13,8 +17,8 @@
 // A lazy pull looks the tag up, checks the artifact's subject, each blob's
 // digest, and every field of each layer index (paths by the tar rules,
 // extents and checkpoints inside the layer), then indexes those layers from
-// it: a read fetches only the compressed spans it needs, each checked against
-// its recorded digest before use. An index that is missing or does not check
+// it: a read fetches only the compressed spans (and window) it needs, each
+// checked against its recorded digest before use. An index that is missing or does not check
 // out leaves the layer to the ordinary download.
 #pragma once
 
@@ -35,13 +39,24 @@ namespace ucrfs::index {
 inline constexpr char kIndexArtifactType[] = "application/vnd.ucrfs.index.v1";
 inline constexpr char kIndexConfigMediaType[] = "application/vnd.ucrfs.index.config.v1+json";
 inline constexpr char kLayerIndexMediaType[] = "application/vnd.ucrfs.layer-index.v1+zstd";
+inline constexpr char kLayerWindowsMediaType[] = "application/vnd.ucrfs.layer-windows.v1";
 inline constexpr char kTraceMediaType[] = "application/vnd.ucrfs.trace.v1+json";
-// On each layer-index descriptor: the digest of the layer it indexes.
+// On each layer-index and windows descriptor: the digest of the layer it indexes.
 inline constexpr char kLayerDigestAnnotation[] = "io.ucrfs.layer.digest";
 inline constexpr uint64_t kDefaultIndexSpan = 1 << 20;
 
 // "sha256-<hex>.ucrfs" for the manifest sha256:<hex>.
 std::string IndexTag(const Digest& manifest);
+
+// Where a checkpoint's window is in the layer's windows blob: `size` bytes
+// at `offset`, one zstd frame of `length` bytes, with the sha256 of the
+// compressed bytes. length 0: the checkpoint has no window (a member start),
+// and nothing is stored.
+struct WindowRef {
+  uint64_t length = 0;
+  uint64_t offset = 0, size = 0;
+  Digest digest = Digest::Sha256Of("");
+};
 
 // One gzip layer's index.
 struct LayerIndex {
@@ -51,7 +66,17 @@ struct LayerIndex {
   std::vector<TarEntry> entries;
   std::vector<Checkpoint> checkpoints;
   std::vector<Digest> span_digests;  // one per checkpoint (see SpanRange)
+  // Once SplitWindows ran (and always when decoded): the checkpoints carry no
+  // window; each is in the windows blob (digest and size) at windows[i].
+  Digest windows_blob = Digest::Sha256Of("");
+  uint64_t windows_size = 0;
+  std::vector<WindowRef> windows;
 };
+
+// Moves the checkpoints' windows out of `index` into a windows blob, which
+// it returns: each window compressed on its own, one after the other in
+// checkpoint order (windows of adjacent spans are adjacent).
+std::string SplitWindows(LayerIndex& index);
 
 // The compressed bytes span i needs: from checkpoint i (the byte before it
 // when it starts mid-byte) to checkpoint i+1, or the end of the blob.
@@ -60,18 +85,21 @@ struct SpanRange {
 };
 SpanRange SpanOf(const std::vector<Checkpoint>& cps, size_t i, uint64_t layer_size);
 
-// The layer index blob: zstd-compressed records (docs/lazy.md).
+// The layer index blob: zstd-compressed records (docs/lazy.md), version 2.
+// The windows must have been split out (SplitWindows).
 std::string EncodeLayerIndex(const LayerIndex& index);
 // Decodes and checks a layer index blob for `layer`: kMalformed naming the
-// first thing wrong.
+// first thing wrong; kUnsupported for another version (version 1, with the
+// windows inline, is no longer read: such a layer is downloaded instead).
 Result<LayerIndex> DecodeLayerIndex(std::string_view blob, const fetch::Descriptor& layer);
 
 // Indexes a gzip layer whose blob is in the store, checkpoints every `span`
-// decoded bytes. Does not touch the store's own index.
+// decoded bytes (with their windows). Does not touch the store's own index.
 Result<LayerIndex> BuildLayerIndex(const Store& store, const fetch::Descriptor& layer, uint64_t span);
 
 // Indexes a layer from its layer index as a lazy gzip layer (entries,
-// checkpoints and spans in one transaction), unless it is indexed already.
+// checkpoints, spans and window places in one transaction), unless it is
+// indexed already.
 Result<LayerRecord> ImportLayerIndex(Store& store, const fetch::Descriptor& layer, const LayerIndex& index);
 
 struct ArtifactBlob {
@@ -79,7 +107,7 @@ struct ArtifactBlob {
   std::string data;
 };
 struct IndexArtifact {
-  std::vector<ArtifactBlob> blobs;  // config first, then layer indexes, then the trace
+  std::vector<ArtifactBlob> blobs;  // config first, then each layer's index and windows, then the trace
   std::string manifest;
   std::string media_type;  // of the manifest
 };
@@ -90,11 +118,12 @@ struct IndexArtifact {
 Result<IndexArtifact> BuildIndexArtifact(const Store& store, const ImageRecord& image, uint64_t span,
                                          const std::optional<std::string>& trace);
 
-// What a registry has for an image: the layer-index descriptors by layer
-// digest, and the trace descriptor.
+// What a registry has for an image: the layer-index and windows descriptors
+// by layer digest, and the trace descriptor.
 struct RemoteIndex {
   Digest artifact = Digest::Sha256Of("");
-  std::map<std::string, fetch::Descriptor> layers;  // by layer digest string
+  std::map<std::string, fetch::Descriptor> layers;   // by layer digest string
+  std::map<std::string, fetch::Descriptor> windows;  // by layer digest string
   std::optional<fetch::Descriptor> trace;
 };
 
