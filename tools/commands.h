@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ namespace ucrfs::cli {
 struct GlobalFlags : provisioner::ImageOptions {
   std::string store = "/var/lib/ucrfs";
   std::string log_level = "warn";
+  std::string sandbox_directory = "/mnt/mesos/sandbox";  // where containers see their sandbox
 };
 
 // Shared by the commands.
@@ -65,5 +67,25 @@ Status Umount(const std::string& mountpoint, bool lazy);
 Status MountBackend(const GlobalFlags& g, const std::string& image, const std::string& mountpoint, const MountFlags& m);
 bool IsBackendRootfs(const std::string& rootfs);
 Status UmountBackend(const std::string& rootfs);
+
+// `ucrfs run` and `ucrfs bundle` (run_cmds.cc).
+struct RunFlags {
+  std::vector<std::string> args;     // after --
+  std::optional<std::string> shell;  // --shell CMD
+  std::optional<std::string> command;  // --command EXE
+  std::vector<std::string> env;      // --env NAME=VALUE
+  std::vector<std::string> volumes;  // --volume HOST:CONTAINER[:ro]
+  std::vector<std::string> mounts;   // --mount type=...,src=...,dst=...
+  std::string user;                  // --user
+  bool ignore_runtime = false;       // --docker-ignore-runtime
+  std::string sandbox;               // --sandbox DIR; empty: a fresh one under the work dir
+  std::string backend = "fuse";
+  std::string rootfs;                // --rootfs DIR: run in this directory instead of an image
+};
+// Returns the command's exit status (128+N when signal N ended it).
+Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& f);
+Status Bundle(const GlobalFlags& g, const std::string& image, const std::string& dir, const RunFlags& f);
+bool IsBundleRootfs(const std::string& rootfs);
+Status UmountBundle(const std::string& rootfs);
 
 }  // namespace ucrfs::cli

@@ -24,6 +24,8 @@ void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
   app.add_option("--docker-registry", g.docker_registry,
                  "Registry for names without one (URL or HOST[:PORT]; default registry-1.docker.io), or a "
                  "directory of docker save archives DIR/NAME[:TAG].tar");
+  app.add_option("--sandbox-directory", g.sandbox_directory, "Where a container sees its sandbox")
+      ->capture_default_str();
   app.add_option("--platform", g.platform,
                  "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
 }
@@ -115,6 +117,42 @@ int Main(int argc, char** argv) {
   umount->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   umount->add_flag("--lazy", lazy, "Detach even if busy (MNT_DETACH)");
 
+  RunFlags rf;
+  std::string bundle_dir;
+  auto add_run_flags = [&](CLI::App* c) {
+    c->add_option("--shell", rf.shell, "Run /bin/sh -c CMD instead of the image's Entrypoint/Cmd")->type_name("CMD");
+    c->add_option("--command", rf.command, "Run EXE with the arguments after --, ignoring the image's "
+                                           "Entrypoint and Cmd")->type_name("EXE");
+    c->add_option("--env,-e", rf.env, "NAME=VALUE over the image's Env (repeatable)")->take_all();
+    c->add_option("--user,-u", rf.user, "NAME|UID[:GROUP|GID], resolved in the image's /etc/passwd and "
+                                        "/etc/group (default: the image's User, else root)");
+    c->add_flag("--docker-ignore-runtime", rf.ignore_runtime,
+                "Ignore the image's Entrypoint, Cmd, Env, WorkingDir and User");
+    c->add_option("--volume,-v", rf.volumes, "HOST:CONTAINER[:ro|rw] bind mount (repeatable; a relative "
+                                             "CONTAINER path is under the sandbox directory)")->take_all();
+    c->add_option("--mount", rf.mounts, "type=bind|image|tmpfs,src=...,dst=...[,readonly] (repeatable; "
+                                        "type=image provisions the image src lazily)")->take_all();
+    c->add_option("--backend", rf.backend, "Rootfs backend: fuse, overlay, copy or bind")->capture_default_str();
+    c->add_option("ARGS", rf.args, "Arguments after --: replace the image's Cmd (after its Entrypoint, or "
+                                   "after Cmd[0] when there is no Entrypoint)");
+  };
+  auto* run = app.add_subcommand(
+      "run", "Run a command in a container of IMAGE: new mount, PID, UTS and IPC namespaces, the rootfs "
+             "(provisioned, writable), /proc, /sys, /dev, the sandbox, volumes; exits with the command's status "
+             "(128+N when killed by signal N, 125 when ucrfs itself failed)");
+  run->add_option("IMAGE", image, "Image to run (omit with --rootfs)");
+  add_run_flags(run);
+  run->add_option("--sandbox", rf.sandbox, "Host directory to mount as the sandbox (default: a fresh one under "
+                                           "the work dir, removed at exit)");
+  run->add_option("--rootfs", rf.rootfs, "Run in this existing root filesystem directory instead of an image "
+                                         "(no runtime config; `/` runs on the host's filesystem)");
+  auto* bundle = app.add_subcommand("bundle", "Write an OCI runtime bundle of IMAGE in DIR: config.json and the "
+                                              "rootfs mounted at DIR/rootfs (crun/runc run it; `ucrfs umount "
+                                              "DIR/rootfs` ends it)");
+  bundle->add_option("IMAGE", image, "Image")->required();
+  bundle->add_option("DIR", bundle_dir, "Bundle directory (created if missing; must not hold a bundle)")->required();
+  add_run_flags(bundle);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -126,6 +164,19 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Status st;
+  if (*run) {
+    // With --rootfs there is no IMAGE: what CLI11 took for it is argv.
+    if (!rf.rootfs.empty() && !image.empty()) rf.args.insert(rf.args.begin(), image), image.clear();
+    if (rf.rootfs.empty() && image.empty()) {
+      fmt::print(stderr, "ucrfs: error: run needs IMAGE (or --rootfs DIR)\n");
+      return 2;
+    }
+    auto r = Run(g, image, rf);
+    if (r.ok()) return *r;
+    fmt::print(stderr, "ucrfs: error: {}\n", r.error().message());
+    return 125;
+  }
+  if (*bundle) st = Bundle(g, image, bundle_dir, rf);
   if (*pull) st = Pull(g, image);
   if (*inspect) st = Inspect(g, image, json);
   if (*images) st = Images(g, json);
