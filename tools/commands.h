@@ -10,6 +10,7 @@
 #include "ucrfs/fetch/source.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/provisioner/images.h"
+#include "ucrfs/provisioner/provisioner.h"
 
 namespace ucrfs::cli {
 
@@ -18,6 +19,7 @@ struct GlobalFlags : provisioner::ImageOptions {
   std::string store = "/var/lib/ucrfs";
   std::string log_level = "warn";
   std::string sandbox_directory = "/mnt/mesos/sandbox";  // where containers see their sandbox
+  std::string work_dir;  // provisioner and containers; empty: <store>/work
 };
 
 // Shared by the commands.
@@ -71,6 +73,7 @@ Status UmountBackend(const std::string& rootfs);
 // `ucrfs run` and `ucrfs bundle` (run_cmds.cc).
 struct RunFlags {
   std::vector<std::string> args;     // after --
+  std::vector<std::string> pre_args;  // positionals after IMAGE given without --
   std::optional<std::string> shell;  // --shell CMD
   std::optional<std::string> command;  // --command EXE
   std::vector<std::string> env;      // --env NAME=VALUE
@@ -85,7 +88,26 @@ struct RunFlags {
 // Returns the command's exit status (128+N when signal N ended it).
 Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& f);
 Status Bundle(const GlobalFlags& g, const std::string& image, const std::string& dir, const RunFlags& f);
+// Kills the containers whose `ucrfs run` was killed, destroys their rootfses.
+Status RecoverRuns(const GlobalFlags& g);
 bool IsBundleRootfs(const std::string& rootfs);
 Status UmountBundle(const std::string& rootfs);
+// The provisioner (provision_cmds.cc).
+struct ProvisionFlags {
+  std::string container_id;
+  std::string image;
+  std::string backend = "fuse";
+  bool read_only = false;
+  bool json = false;
+  int fetch_timeout_s = 30;
+};
+std::string WorkDir(const GlobalFlags& g);
+Result<std::unique_ptr<provisioner::Provisioner>> MakeProvisioner(const GlobalFlags& g, int fetch_timeout_s = 30);
+Status Provision(const GlobalFlags& g, const ProvisionFlags& f);
+Status Destroy(const GlobalFlags& g, const std::string& container_id);
+Status Containers(const GlobalFlags& g, bool json);
+// Provisioner::Recover: destroys the containers not in `live`, brings back
+// the rootfses of the live ones.
+Status RecoverContainers(const GlobalFlags& g, const std::vector<std::string>& live);
 
 }  // namespace ucrfs::cli

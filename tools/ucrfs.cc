@@ -1,4 +1,5 @@
 // The ucrfs command: flags and dispatch. The commands live in *_cmds.cc.
+#include <algorithm>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +29,8 @@ void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
       ->capture_default_str();
   app.add_option("--platform", g.platform,
                  "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
+  app.add_option("--work-dir", g.work_dir,
+                 "Where containers' rootfses and scratch directories live (default: STORE/work)");
 }
 
 int Main(int argc, char** argv) {
@@ -82,6 +85,11 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   auto* recover = app.add_subcommand("recover", "Serve again every FUSE mount of the store whose server died, "
                                               "and forget the records of mounts that are gone");
+  std::vector<std::string> live;
+  recover->add_option("--live", live,
+                      "A container that still runs (repeatable): when given, every other provisioned container "
+                      "is destroyed, and the live ones' rootfses serve again")
+      ->take_all();
   GcFlags gcf;
   auto* rmi = app.add_subcommand("rmi", "Remove an image from the store, with whatever only it used (refused "
                                         "while a mount serves it)");
@@ -123,17 +131,17 @@ int Main(int argc, char** argv) {
     c->add_option("--shell", rf.shell, "Run /bin/sh -c CMD instead of the image's Entrypoint/Cmd")->type_name("CMD");
     c->add_option("--command", rf.command, "Run EXE with the arguments after --, ignoring the image's "
                                            "Entrypoint and Cmd")->type_name("EXE");
-    c->add_option("--env,-e", rf.env, "NAME=VALUE over the image's Env (repeatable)")->take_all();
+    c->add_option("--env,-e", rf.env, "NAME=VALUE over the image's Env (repeatable)")->allow_extra_args(false);
     c->add_option("--user,-u", rf.user, "NAME|UID[:GROUP|GID], resolved in the image's /etc/passwd and "
                                         "/etc/group (default: the image's User, else root)");
     c->add_flag("--docker-ignore-runtime", rf.ignore_runtime,
                 "Ignore the image's Entrypoint, Cmd, Env, WorkingDir and User");
     c->add_option("--volume,-v", rf.volumes, "HOST:CONTAINER[:ro|rw] bind mount (repeatable; a relative "
-                                             "CONTAINER path is under the sandbox directory)")->take_all();
+                                             "CONTAINER path is under the sandbox directory)")->allow_extra_args(false);
     c->add_option("--mount", rf.mounts, "type=bind|image|tmpfs,src=...,dst=...[,readonly] (repeatable; "
-                                        "type=image provisions the image src lazily)")->take_all();
+                                        "type=image provisions the image src lazily)")->allow_extra_args(false);
     c->add_option("--backend", rf.backend, "Rootfs backend: fuse, overlay, copy or bind")->capture_default_str();
-    c->add_option("ARGS", rf.args, "Arguments after --: replace the image's Cmd (after its Entrypoint, or "
+    c->add_option("ARGS", rf.pre_args, "Arguments after --: replace the image's Cmd (after its Entrypoint, or "
                                    "after Cmd[0] when there is no Entrypoint)");
   };
   auto* run = app.add_subcommand(
@@ -152,9 +160,40 @@ int Main(int argc, char** argv) {
   bundle->add_option("IMAGE", image, "Image")->required();
   bundle->add_option("DIR", bundle_dir, "Bundle directory (created if missing; must not hold a bundle)")->required();
   add_run_flags(bundle);
+  ProvisionFlags pf;
+  std::string container_id;
+  auto* provision = app.add_subcommand("provision", "Make a rootfs of IMAGE for container ID under the work dir "
+                                                    "(Mesos' layout); print its path");
+  provision->add_option("ID", pf.container_id, "Container id ([A-Za-z0-9._-])")->required();
+  provision->add_option("IMAGE", pf.image, "Image")->required();
+  provision->add_option("--backend", pf.backend, "fuse (lazy; writable through overlayfs), overlay, copy or bind")
+      ->capture_default_str();
+  provision->add_flag("--read-only", pf.read_only, "No writable upper layer (bind is always read-only)");
+  provision->add_flag("--json", pf.json, "One JSON object: rootfs, id, backend, image, digest, runtime config");
+  provision->add_option("--fetch-timeout", pf.fetch_timeout_s,
+                        "Seconds after which a lazy read that cannot be fetched fails with EIO")
+      ->capture_default_str();
+  auto* destroy = app.add_subcommand("destroy", "Remove every rootfs of container ID: unmount, end FUSE servers, "
+                                                "remove scratch");
+  destroy->add_option("ID", container_id, "Container id")->required();
+  auto* containers = app.add_subcommand("containers", "List the provisioned containers and their rootfses");
+  containers->add_flag("--json", json, "A JSON array of {container, rootfses: [{id, rootfs, backend, writable, image}]}");
+
+  // `run`/`bundle` take the command line after `--` as it is (CLI11 would
+  // still look for options of the parent there).
+  std::vector<std::string> argl(argv + 1, argv + argc);
+  for (size_t i = 0, sub = 0; i < argl.size(); ++i) {
+    if (!sub && (argl[i] == "run" || argl[i] == "bundle")) sub = i;
+    if (sub && argl[i] == "--") {
+      rf.args.assign(argl.begin() + static_cast<std::ptrdiff_t>(i) + 1, argl.end());
+      argl.resize(i);
+      break;
+    }
+  }
+  std::reverse(argl.begin(), argl.end());  // CLI11 takes a reversed vector
 
   try {
-    app.parse(argc, argv);
+    app.parse(argl);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
@@ -164,6 +203,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Status st;
+  rf.args.insert(rf.args.begin(), rf.pre_args.begin(), rf.pre_args.end());
   if (*run) {
     // With --rootfs there is no IMAGE: what CLI11 took for it is argv.
     if (!rf.rootfs.empty() && !image.empty()) rf.args.insert(rf.args.begin(), image), image.clear();
@@ -185,9 +225,14 @@ int Main(int argc, char** argv) {
   if (*stats) st = Stats(mountpoint, json);
   if (*index_push) st = IndexPush(g, image, ipf);
   if (*rmi) st = Rmi(g, image);
-  if (*recover) st = Recover(g);
+  if (*recover) st = RecoverRuns(g);
+  if (*recover && st.ok() && recover->count("--live") > 0) st = RecoverContainers(g, live);
+  if (*recover && st.ok()) st = Recover(g);
   if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
+  if (*provision) st = Provision(g, pf);
+  if (*destroy) st = Destroy(g, container_id);
+  if (*containers) st = Containers(g, json);
   if (!st.ok()) {
     fmt::print(stderr, "ucrfs: error: {}\n", st.error().message());
     return 1;

@@ -100,22 +100,29 @@ Status SetUpRootfs(const ContainerSpec& spec) {
   }
   {
     UCRFS_ASSIGN(UniqueFd at, MakeDirsInRoot(rf, "/sys"));
-    UCRFS_TRY(Mount("sysfs", FdPath(at.get()), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "",
-                    "sysfs on " + r + "/sys"));
+    Status st = Mount("sysfs", FdPath(at.get()), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "",
+                      "sysfs on " + r + "/sys");
+    // The host's own sysfs already there (a rootfs of "/"): the same
+    // superblock cannot be mounted on itself; a read-only bind shows it.
+    if (!st.ok() && errno == EBUSY) st = BindInRoot(rf, "/sys", "/sys", true, MS_NOSUID | MS_NODEV | MS_NOEXEC, "/sys");
+    UCRFS_TRY(st);
   }
   {
+    // The host's nodes, same mode and device number (Mesos copies them too);
+    // looked at first, as the tmpfs may cover them (a rootfs of "/").
+    const char* const kDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    struct stat devs[std::size(kDevices)];
+    for (size_t i = 0; i < std::size(kDevices); ++i) {
+      std::string host = std::string("/dev/") + kDevices[i];
+      if (::stat(host.c_str(), &devs[i]) != 0) return ErrnoError("stat " + host);
+    }
     UCRFS_ASSIGN(UniqueFd at, MakeDirsInRoot(rf, "/dev"));
     UCRFS_TRY(Mount("tmpfs", FdPath(at.get()), "tmpfs", MS_NOSUID | MS_NOEXEC | MS_STRICTATIME, "mode=755",
                     "tmpfs on " + r + "/dev"));
     UCRFS_ASSIGN(UniqueFd dev, OpenInRoot(rf, "/dev", O_RDONLY | O_DIRECTORY));
-    // The host's nodes, same mode and device number (Mesos copies them too).
-    for (const char* name : {"null", "zero", "full", "random", "urandom", "tty"}) {
-      struct stat st;
-      std::string host = std::string("/dev/") + name;
-      if (::stat(host.c_str(), &st) != 0) return ErrnoError("stat " + host);
-      if (::mknodat(dev.get(), name, S_IFCHR | (st.st_mode & 07777), st.st_rdev) != 0)
-        return ErrnoError(fmt::format("mknod {}/dev/{}", r, name));
-    }
+    for (size_t i = 0; i < std::size(kDevices); ++i)
+      if (::mknodat(dev.get(), kDevices[i], S_IFCHR | (devs[i].st_mode & 07777), devs[i].st_rdev) != 0)
+        return ErrnoError(fmt::format("mknod {}/dev/{}", r, kDevices[i]));
     const std::pair<const char*, const char*> links[] = {
         {"fd", "/proc/self/fd"},         {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
         {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"}};

@@ -1,6 +1,10 @@
 // Image options and pull-if-missing, shared by the CLI and the provisioner.
 #include "ucrfs/provisioner/images.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -103,11 +107,30 @@ Result<index::ImageRecord> GetOrPull(const ImageOptions& g, index::Store& store,
   UCRFS_ASSIGN(auto given, fetch::ImageRef::Parse(image));
   UCRFS_ASSIGN(auto opts, MakeSourceOptions(g));
   UCRFS_ASSIGN(auto ref, fetch::EffectiveRef(given, opts));
-  UCRFS_ASSIGN(auto record, store.FindImage(ref.str()));
-  if (record) {
-    if (Status st = store.TouchImage(ref.str()); !st.ok()) spdlog::warn("{}", st.error().message());
-    return *record;
+  auto found = [&]() -> Result<std::optional<index::ImageRecord>> {
+    UCRFS_ASSIGN(auto record, store.FindImage(ref.str()));
+    if (record) {
+      if (Status st = store.TouchImage(ref.str()); !st.ok()) spdlog::warn("{}", st.error().message());
+    }
+    return record;
+  };
+  UCRFS_ASSIGN(auto record, found());
+  if (record) return *record;
+  // One pull of an image at a time across processes: N containers started
+  // together fetch it once; the others wait here and find it in the store.
+  UCRFS_TRY(MakeDirs(store.root() + "/locks", 0700));
+  std::string lock_path = fmt::format("{}/locks/pull-{}", store.root(), Digest::Sha256Of(ref.str()).hex());
+  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0) return ErrnoError("open " + lock_path);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }  // releases the flock
+  } closer{lock};
+  while (::flock(lock, LOCK_EX) != 0) {
+    if (errno != EINTR) return ErrnoError("flock " + lock_path);
   }
+  UCRFS_ASSIGN(record, found());
+  if (record) return *record;
   UCRFS_ASSIGN(auto platform, WantedPlatform(g));
   UCRFS_ASSIGN(auto source, fetch::OpenSource(ref, opts));
   std::atomic<uint64_t> ignored{0};
