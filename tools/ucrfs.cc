@@ -153,7 +153,7 @@ int Main(int argc, char** argv) {
   run->add_option("--sandbox", rf.sandbox, "Host directory to mount as the sandbox (default: a fresh one under "
                                            "the work dir, removed at exit)");
   run->add_option("--rootfs", rf.rootfs, "Run in this existing root filesystem directory instead of an image "
-                                         "(no runtime config; `/` runs on the host's filesystem)");
+                                         "(no runtime config: the arguments are the command line)");
   auto* bundle = app.add_subcommand("bundle", "Write an OCI runtime bundle of IMAGE in DIR: config.json and the "
                                               "rootfs mounted at DIR/rootfs (crun/runc run it; `ucrfs umount "
                                               "DIR/rootfs` ends it)");

@@ -272,12 +272,6 @@ class ImageVolumeTest(RunCase):
         self.assertExit(res, 0)
         self.assertEqual(res.stdout, "from the volume image\n")
 
-    def test_image_volume_without_container_image(self):
-        res = self.run_ucrfs("run", "--rootfs", "/", "--mount",
-                             "type=image,src=%s,dst=rootfs" % self.ref("vol"), "--",
-                             "/bin/sh", "-c", "test -d rootfs/bin && test -f rootfs/etc/volume-image")
-        self.assertExit(res, 0)
-
     def test_read_only_image_volume(self):
         res = self.run_ucrfs("run", "--mount", "type=image,src=%s,dst=rootfs,readonly" % self.ref("vol"),
                              self.ref("cmd"), "--", "-c", "echo abc > rootfs/file")
