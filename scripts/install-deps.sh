@@ -12,7 +12,7 @@ BUILD_PKGS=(
 )
 # Real tools the tests and the demo use as peers and oracles.
 TOOL_PKGS=(
-  docker-registry skopeo umoci containerd stargz-snapshotter crun
+  docker-registry skopeo umoci containerd stargz-snapshotter crun runc
   fuse3 openssl apache2-utils busybox-static python3 curl ca-certificates
   iproute2 procps zstd
 )

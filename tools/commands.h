@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ namespace ucrfs::cli {
 struct GlobalFlags : provisioner::ImageOptions {
   std::string store = "/var/lib/ucrfs";
   std::string log_level = "warn";
+  std::string sandbox_directory = "/mnt/mesos/sandbox";  // where containers see their sandbox
   std::string work_dir;  // provisioner and containers; empty: <store>/work
 };
 
@@ -71,6 +73,28 @@ Status MountBackend(const GlobalFlags& g, const std::string& image, const std::s
 bool IsBackendRootfs(const std::string& rootfs);
 Status UmountBackend(const std::string& rootfs);
 
+// `ucrfs run` and `ucrfs bundle` (run_cmds.cc).
+struct RunFlags {
+  std::vector<std::string> args;     // after --
+  std::vector<std::string> pre_args;  // positionals after IMAGE given without --
+  std::optional<std::string> shell;  // --shell CMD
+  std::optional<std::string> command;  // --command EXE
+  std::vector<std::string> env;      // --env NAME=VALUE
+  std::vector<std::string> volumes;  // --volume HOST:CONTAINER[:ro]
+  std::vector<std::string> mounts;   // --mount type=...,src=...,dst=...
+  std::string user;                  // --user
+  bool ignore_runtime = false;       // --docker-ignore-runtime
+  std::string sandbox;               // --sandbox DIR; empty: a fresh one under the work dir
+  std::string backend = "fuse";
+  std::string rootfs;                // --rootfs DIR: run in this directory instead of an image
+};
+// Returns the command's exit status (128+N when signal N ended it).
+Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& f);
+Status Bundle(const GlobalFlags& g, const std::string& image, const std::string& dir, const RunFlags& f);
+// Kills the containers whose `ucrfs run` was killed, destroys their rootfses.
+Status RecoverRuns(const GlobalFlags& g);
+bool IsBundleRootfs(const std::string& rootfs);
+Status UmountBundle(const std::string& rootfs);
 // The provisioner (provision_cmds.cc).
 struct ProvisionFlags {
   std::string container_id;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ucrfs/isolator/container.h"
 #include "ucrfs/provisioner/provisioner.h"
 
 namespace ucrfs::cli {
@@ -59,8 +60,15 @@ Status Destroy(const GlobalFlags& g, const std::string& container_id) {
 }
 
 Status RecoverContainers(const GlobalFlags& g, const std::vector<std::string>& live) {
+  std::set<std::string> keep(live.begin(), live.end());
+  // The containers of `ucrfs run`s that still run are live whatever the
+  // caller named.
+  UCRFS_ASSIGN(auto runs, isolator::ListRecords(WorkDir(g)));
+  for (const auto& r : runs) {
+    if (isolator::RunnerAlive(r)) keep.insert(r.id);
+  }
   UCRFS_ASSIGN(auto p, MakeProvisioner(g));
-  return p->Recover(std::set<std::string>(live.begin(), live.end()));
+  return p->Recover(keep);
 }
 
 Status Containers(const GlobalFlags& g, bool json) {

@@ -1,4 +1,5 @@
 // The ucrfs command: flags and dispatch. The commands live in *_cmds.cc.
+#include <algorithm>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -24,6 +25,8 @@ void AddGlobalFlags(CLI::App& app, GlobalFlags& g) {
   app.add_option("--docker-registry", g.docker_registry,
                  "Registry for names without one (URL or HOST[:PORT]; default registry-1.docker.io), or a "
                  "directory of docker save archives DIR/NAME[:TAG].tar");
+  app.add_option("--sandbox-directory", g.sandbox_directory, "Where a container sees its sandbox")
+      ->capture_default_str();
   app.add_option("--platform", g.platform,
                  "Platform to pick from multi-platform images, os/arch[/variant] (default: this machine's)");
   app.add_option("--work-dir", g.work_dir,
@@ -131,6 +134,41 @@ int Main(int argc, char** argv) {
   keeper->group("");
   keeper->add_option("--mountpoint", mountpoint, "The mount whose connection is kept (for ps)");
 
+  RunFlags rf;
+  std::string bundle_dir;
+  auto add_run_flags = [&](CLI::App* c) {
+    c->add_option("--shell", rf.shell, "Run /bin/sh -c CMD instead of the image's Entrypoint/Cmd")->type_name("CMD");
+    c->add_option("--command", rf.command, "Run EXE with the arguments after --, ignoring the image's "
+                                           "Entrypoint and Cmd")->type_name("EXE");
+    c->add_option("--env,-e", rf.env, "NAME=VALUE over the image's Env (repeatable)")->allow_extra_args(false);
+    c->add_option("--user,-u", rf.user, "NAME|UID[:GROUP|GID], resolved in the image's /etc/passwd and "
+                                        "/etc/group (default: the image's User, else root)");
+    c->add_flag("--docker-ignore-runtime", rf.ignore_runtime,
+                "Ignore the image's Entrypoint, Cmd, Env, WorkingDir and User");
+    c->add_option("--volume,-v", rf.volumes, "HOST:CONTAINER[:ro|rw] bind mount (repeatable; a relative "
+                                             "CONTAINER path is under the sandbox directory)")->allow_extra_args(false);
+    c->add_option("--mount", rf.mounts, "type=bind|image|tmpfs,src=...,dst=...[,readonly] (repeatable; "
+                                        "type=image provisions the image src lazily)")->allow_extra_args(false);
+    c->add_option("--backend", rf.backend, "Rootfs backend: fuse, overlay, copy or bind")->capture_default_str();
+    c->add_option("ARGS", rf.pre_args, "Arguments after --: replace the image's Cmd (after its Entrypoint, or "
+                                   "after Cmd[0] when there is no Entrypoint)");
+  };
+  auto* run = app.add_subcommand(
+      "run", "Run a command in a container of IMAGE: new mount, PID, UTS and IPC namespaces, the rootfs "
+             "(provisioned, writable), /proc, /sys, /dev, the sandbox, volumes; exits with the command's status "
+             "(128+N when killed by signal N, 125 when ucrfs itself failed)");
+  run->add_option("IMAGE", image, "Image to run (omit with --rootfs)");
+  add_run_flags(run);
+  run->add_option("--sandbox", rf.sandbox, "Host directory to mount as the sandbox (default: a fresh one under "
+                                           "the work dir, removed at exit)");
+  run->add_option("--rootfs", rf.rootfs, "Run in this existing root filesystem directory instead of an image "
+                                         "(no runtime config: the arguments are the command line)");
+  auto* bundle = app.add_subcommand("bundle", "Write an OCI runtime bundle of IMAGE in DIR: config.json and the "
+                                              "rootfs mounted at DIR/rootfs (crun/runc run it; `ucrfs umount "
+                                              "DIR/rootfs` ends it)");
+  bundle->add_option("IMAGE", image, "Image")->required();
+  bundle->add_option("DIR", bundle_dir, "Bundle directory (created if missing; must not hold a bundle)")->required();
+  add_run_flags(bundle);
   ProvisionFlags pf;
   std::string container_id;
   auto* provision = app.add_subcommand("provision", "Make a rootfs of IMAGE for container ID under the work dir "
@@ -150,8 +188,21 @@ int Main(int argc, char** argv) {
   auto* containers = app.add_subcommand("containers", "List the provisioned containers and their rootfses");
   containers->add_flag("--json", json, "A JSON array of {container, rootfses: [{id, rootfs, backend, writable, image}]}");
 
+  // `run`/`bundle` take the command line after `--` as it is (CLI11 would
+  // still look for options of the parent there).
+  std::vector<std::string> argl(argv + 1, argv + argc);
+  for (size_t i = 0, sub = 0; i < argl.size(); ++i) {
+    if (!sub && (argl[i] == "run" || argl[i] == "bundle")) sub = i;
+    if (sub && argl[i] == "--") {
+      rf.args.assign(argl.begin() + static_cast<std::ptrdiff_t>(i) + 1, argl.end());
+      argl.resize(i);
+      break;
+    }
+  }
+  std::reverse(argl.begin(), argl.end());  // CLI11 takes a reversed vector
+
   try {
-    app.parse(argc, argv);
+    app.parse(argl);
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
@@ -161,6 +212,20 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Status st;
+  rf.args.insert(rf.args.begin(), rf.pre_args.begin(), rf.pre_args.end());
+  if (*run) {
+    // With --rootfs there is no IMAGE: what CLI11 took for it is argv.
+    if (!rf.rootfs.empty() && !image.empty()) rf.args.insert(rf.args.begin(), image), image.clear();
+    if (rf.rootfs.empty() && image.empty()) {
+      fmt::print(stderr, "ucrfs: error: run needs IMAGE (or --rootfs DIR)\n");
+      return 2;
+    }
+    auto r = Run(g, image, rf);
+    if (r.ok()) return *r;
+    fmt::print(stderr, "ucrfs: error: {}\n", r.error().message());
+    return 125;
+  }
+  if (*bundle) st = Bundle(g, image, bundle_dir, rf);
   if (*pull) st = Pull(g, image);
   if (*inspect) st = Inspect(g, image, json);
   if (*images) st = Images(g, json);
@@ -169,7 +234,8 @@ int Main(int argc, char** argv) {
   if (*stats) st = Stats(mountpoint, json);
   if (*index_push) st = IndexPush(g, image, ipf);
   if (*rmi) st = Rmi(g, image);
-  if (*recover && recover->count("--live") > 0) st = RecoverContainers(g, live);
+  if (*recover) st = RecoverRuns(g);
+  if (*recover && st.ok() && recover->count("--live") > 0) st = RecoverContainers(g, live);
   if (*recover && st.ok()) st = Recover(g);
   if (*gc) st = Gc(g, gcf);
   if (*umount) st = Umount(mountpoint, lazy);
