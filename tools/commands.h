@@ -87,12 +87,16 @@ struct RunFlags {
   std::string sandbox;               // --sandbox DIR; empty: a fresh one under the work dir
   std::string backend = "fuse";
   std::string rootfs;                // --rootfs DIR: run in this directory instead of an image
+  bool read_only = false;            // bundle --read-only: no writable upper layer
 };
 // Returns the command's exit status (128+N when signal N ended it).
 Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& f);
+// Writes DIR/config.json and mounts a provisioned rootfs at DIR/rootfs.
 Status Bundle(const GlobalFlags& g, const std::string& image, const std::string& dir, const RunFlags& f);
 // Kills the containers whose `ucrfs run` was killed, destroys their rootfses.
 Status RecoverRuns(const GlobalFlags& g);
+// Whether `rootfs` (absolute, symlink-free) is the DIR/rootfs of a bundle;
+// UmountBundle ends that bundle.
 bool IsBundleRootfs(const std::string& rootfs);
 Status UmountBundle(const std::string& rootfs);
 // The provisioner (provision_cmds.cc).

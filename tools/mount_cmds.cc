@@ -346,7 +346,17 @@ Status Mount(const GlobalFlags& g, const std::string& image, const std::string& 
 }
 
 Status Umount(const std::string& mountpoint_arg, bool lazy) {
+  // A bundle's rootfs is found by its path even when its server died.
+  if (auto slash = mountpoint_arg.find_last_of('/'); slash != std::string::npos) {
+    auto parent = RealDir(slash == 0 ? "/" : mountpoint_arg.substr(0, slash));
+    std::string base = mountpoint_arg.substr(slash + 1);
+    if (parent.ok() && !base.empty() && base != "." && base != ".." &&
+        IsBundleRootfs((*parent == "/" ? "" : *parent) + "/" + base)) {
+      return UmountBundle((*parent == "/" ? "" : *parent) + "/" + base);
+    }
+  }
   UCRFS_ASSIGN(std::string mountpoint, RealDir(mountpoint_arg));
+  if (IsBundleRootfs(mountpoint)) return UmountBundle(mountpoint);
   if (IsBackendRootfs(mountpoint)) return UmountBackend(mountpoint);
   if (!fusefs::IsMounted(mountpoint)) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));

@@ -1,14 +1,21 @@
 // `ucrfs run` and `ucrfs bundle`: a container from an image, through the
 // provisioner (rootfs, image volumes) and the isolator (namespaces, mounts,
 // runtime config, user). See docs/run.md.
+#include <dirent.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "ucrfs/common/digest.h"
 #include "ucrfs/common/file.h"
+#include "ucrfs/isolator/bundle.h"
 #include "ucrfs/isolator/container.h"
 #include "ucrfs/isolator/launcher.h"
 #include "ucrfs/isolator/runtime.h"
@@ -40,6 +47,18 @@ Result<std::vector<isolator::Volume>> ParseVolumes(const GlobalFlags& g, const R
     if (::stat(v.source.c_str(), &st) != 0) return ErrnoError("volume source " + v.source);
   }
   return out;
+}
+
+bool IsEmptyDir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return false;
+  bool empty = true;
+  while (auto* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") empty = false;
+  }
+  ::closedir(d);
+  return empty;
 }
 
 }  // namespace
@@ -152,11 +171,158 @@ Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& 
   return *result;
 }
 
-Status Bundle(const GlobalFlags&, const std::string&, const std::string&, const RunFlags&) {
-  return Error(Errc::kUnsupported, "ucrfs bundle is not implemented yet");
+// A bundle is recorded in /run/ucrfs/bundles/<sha256(DIR/rootfs)>.json
+// (dir, rootfs, container, store, work dir): what `ucrfs umount DIR/rootfs`
+// needs to end it. Written before anything is provisioned, so that umount
+// also undoes a bundle whose `ucrfs bundle` died half way.
+namespace {
+
+constexpr const char* kBundleRunDir = "/run/ucrfs/bundles";
+
+std::string BundleRecordFile(const std::string& rootfs) {
+  return fmt::format("{}/{}.json", kBundleRunDir, Digest::Sha256Of(rootfs).hex());
 }
 
-bool IsBundleRootfs(const std::string&) { return false; }
-Status UmountBundle(const std::string&) { return Ok(); }
+bool IsMountPoint(const std::string& path) {
+  struct stat st, parent;
+  if (::lstat(path.c_str(), &st) != 0 || ::lstat((path + "/..").c_str(), &parent) != 0) return false;
+  return st.st_dev != parent.st_dev || st.st_ino == parent.st_ino;
+}
+
+// Unmounts everything stacked at `path` (detaching what is busy).
+Status UnmountAll(const std::string& path) {
+  for (int i = 0; i < 64 && IsMountPoint(path); ++i) {
+    if (::umount2(path.c_str(), 0) == 0) continue;
+    if (errno == EINVAL) break;  // not a mount point after all
+    if (errno != EBUSY || ::umount2(path.c_str(), MNT_DETACH) != 0) return ErrnoError("unmount " + path);
+  }
+  return Ok();
+}
+
+struct BundleRecord {
+  std::string dir, rootfs, container, store, work_dir;
+};
+
+Result<BundleRecord> ReadBundleRecord(const std::string& rootfs) {
+  UCRFS_ASSIGN(auto text, ReadFile(BundleRecordFile(rootfs)));
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return Error(Errc::kInvalidArgument, "bad bundle record " + BundleRecordFile(rootfs));
+  BundleRecord r;
+  r.dir = j.value("dir", "");
+  r.rootfs = j.value("rootfs", "");
+  r.container = j.value("container", "");
+  r.store = j.value("store", "");
+  r.work_dir = j.value("work_dir", "");
+  if (r.dir.empty() || r.container.empty() || r.store.empty() || r.work_dir.empty())
+    return Error(Errc::kInvalidArgument, "bad bundle record " + BundleRecordFile(rootfs));
+  return r;
+}
+
+// Undoes a bundle: the mount at DIR/rootfs, the provisioner's container
+// (its rootfs, FUSE server, scratch), config.json, the empty DIR/rootfs and
+// the record. DIR and DIR/sandbox stay.
+Status EndBundle(const BundleRecord& r) {
+  const std::string rootfs = r.dir + "/rootfs";
+  UCRFS_TRY(UnmountAll(rootfs));
+  GlobalFlags g;
+  g.store = r.store;
+  g.work_dir = r.work_dir;
+  UCRFS_ASSIGN(auto prov, MakeProvisioner(g));
+  UCRFS_TRY(prov->Destroy(r.container));
+  if (::unlink((r.dir + "/config.json").c_str()) != 0 && errno != ENOENT) return ErrnoError("remove " + r.dir + "/config.json");
+  if (::rmdir(rootfs.c_str()) != 0 && errno != ENOENT) return ErrnoError("remove " + rootfs);
+  if (::unlink(BundleRecordFile(rootfs).c_str()) != 0 && errno != ENOENT) return ErrnoError("remove bundle record");
+  return Ok();
+}
+
+}  // namespace
+
+Status Bundle(const GlobalFlags& g, const std::string& image, const std::string& dir_arg, const RunFlags& f) {
+  if (::geteuid() != 0) return Error(Errc::kInvalidArgument, "ucrfs bundle needs root (it mounts the rootfs)");
+  if (!f.volumes.empty() || !f.mounts.empty() || !f.sandbox.empty() || !f.rootfs.empty())
+    return Error(Errc::kInvalidArgument, "ucrfs bundle takes no --volume, --mount, --sandbox or --rootfs");
+  if (g.sandbox_directory.empty() || g.sandbox_directory[0] != '/')
+    return Error(Errc::kInvalidArgument, "--sandbox-directory must be an absolute path");
+  UCRFS_ASSIGN(auto backend, backends::ParseKind(f.backend));
+  isolator::Overrides over;
+  over.argv = f.args;
+  over.shell = f.shell;
+  over.command = f.command;
+  over.env = f.env;
+  over.user = f.user;
+  over.ignore_runtime = f.ignore_runtime;
+
+  UCRFS_TRY(MakeDirs(dir_arg, 0755));
+  UCRFS_ASSIGN(std::string dir, RealDir(dir_arg));
+  BundleRecord rec;
+  rec.dir = dir;
+  rec.rootfs = dir + "/rootfs";
+  rec.container = "bundle-" + Digest::Sha256Of(dir).hex().substr(0, 16);
+  rec.store = g.store;
+  rec.work_dir = WorkDir(g);
+  if (rec.store.front() != '/' || rec.work_dir.front() != '/') {
+    UCRFS_ASSIGN(std::string cwd, RealDir("."));
+    if (rec.store.front() != '/') rec.store = cwd + "/" + rec.store;
+    if (rec.work_dir.front() != '/') rec.work_dir = cwd + "/" + rec.work_dir;
+  }
+  struct stat st;
+  const bool rootfs_busy = ::lstat(rec.rootfs.c_str(), &st) == 0 &&
+                           (!S_ISDIR(st.st_mode) || IsMountPoint(rec.rootfs) || !IsEmptyDir(rec.rootfs));
+  if (PathExists(dir + "/config.json") || PathExists(BundleRecordFile(rec.rootfs)) || rootfs_busy) {
+    return Error(Errc::kInvalidArgument,
+                 fmt::format("{} already holds a bundle (`ucrfs umount {}/rootfs` ends it)", dir, dir));
+  }
+  UCRFS_TRY(MakeDirs(rec.rootfs, 0755));
+  nlohmann::json j = {{"dir", rec.dir}, {"rootfs", rec.rootfs}, {"container", rec.container},
+                      {"store", rec.store}, {"work_dir", rec.work_dir}};
+  UCRFS_TRY(MakeDirs(kBundleRunDir));
+  UCRFS_TRY(WriteFileAtomic(BundleRecordFile(rec.rootfs), j.dump() + "\n"));
+
+  auto made = [&]() -> Status {
+    UCRFS_ASSIGN(auto prov, MakeProvisioner(g));
+    UCRFS_ASSIGN(auto r, prov->Provision(rec.container, image, backend, !f.read_only));
+    UCRFS_ASSIGN(auto proc, isolator::MergeRuntime(r.config, over, g.sandbox_directory));
+    UCRFS_ASSIGN(auto user, isolator::ResolveUserInRootfs(r.path, proc.user, proc.group));
+    bool has_home = false;
+    for (const auto& e : proc.env) has_home |= e.rfind("HOME=", 0) == 0;
+    if (!has_home) proc.env.push_back("HOME=" + user.home);
+
+    // The provisioned rootfs, bound where the runtime looks for it.
+    if (::mount(r.path.c_str(), rec.rootfs.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0)
+      return ErrnoError("bind " + r.path + " at " + rec.rootfs);
+    if (!r.writable && ::mount("", rec.rootfs.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+      return ErrnoError("remount " + rec.rootfs + " read-only");
+    // The sandbox as `ucrfs run` gives it (MESOS_SANDBOX, the default
+    // working directory), owned by the container's user; it outlives the
+    // bundle, as Mesos keeps sandboxes.
+    isolator::BundleSpec spec;
+    spec.sandbox = dir + "/sandbox";
+    UCRFS_TRY(MakeDirs(spec.sandbox, 0755));
+    if (::chown(spec.sandbox.c_str(), user.uid, user.gid) != 0) return ErrnoError("chown " + spec.sandbox);
+    spec.sandbox_directory = g.sandbox_directory;
+    spec.argv = proc.argv;
+    spec.env = proc.env;
+    spec.cwd = proc.cwd;
+    spec.user = user;
+    spec.hostname = rec.container;
+    spec.readonly_root = !r.writable;
+    spec.capabilities = isolator::BoundingCapabilities();
+    UCRFS_ASSIGN(auto config, isolator::BundleConfig(spec));
+    return WriteFileAtomic(dir + "/config.json", config);
+  }();
+  if (!made.ok()) {
+    if (Status st = EndBundle(rec); !st.ok()) spdlog::warn("undoing the bundle: {}", st.error().message());
+    return made;
+  }
+  fmt::print("{}\n", dir);
+  return Ok();
+}
+
+bool IsBundleRootfs(const std::string& rootfs) { return PathExists(BundleRecordFile(rootfs)); }
+
+Status UmountBundle(const std::string& rootfs) {
+  UCRFS_ASSIGN(auto rec, ReadBundleRecord(rootfs));
+  return EndBundle(rec);
+}
 
 }  // namespace ucrfs::cli

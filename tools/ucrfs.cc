@@ -169,6 +169,7 @@ int Main(int argc, char** argv) {
   bundle->add_option("IMAGE", image, "Image")->required();
   bundle->add_option("DIR", bundle_dir, "Bundle directory (created if missing; must not hold a bundle)")->required();
   add_run_flags(bundle);
+  bundle->add_flag("--read-only", rf.read_only, "A read-only rootfs (root.readonly; no writable upper layer)");
   ProvisionFlags pf;
   std::string container_id;
   auto* provision = app.add_subcommand("provision", "Make a rootfs of IMAGE for container ID under the work dir "

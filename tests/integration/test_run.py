@@ -12,7 +12,9 @@ and Mesos' isolator tests as the list (reference/mesos-provisioner.md §6.8-6.10
 - the image's user from its /etc/passwd with supplementary groups;
 - no mount, process or scratch left after a run; a SIGKILLed `ucrfs run`
   cleaned by `ucrfs recover`;
-(`ucrfs bundle` is not implemented yet: no test for it here.)
+- `ucrfs bundle`: Debian's crun and runc run the bundle unchanged (the
+  image's command, overrides, exit status, a writable rootfs whose writes do
+  not reach the image), and `ucrfs umount DIR/rootfs` leaves nothing.
 """
 import io
 import os
@@ -98,6 +100,7 @@ class RunCase(MountTestCase):
             "entry": image({"Entrypoint": ["echo"]}),
             "user": image({"Cmd": ["id"], "User": "alice"}),
             "vol": image({"Cmd": ["sh"]}, extra=[("etc/volume-image", b"from the volume image\n")]),
+            "bundle": image({"Cmd": ["sh", "-c", "echo hello from $IMAGE_ENV; exit 3"]}),
         }
         for tag, im in cls.images.items():
             pusher.push_image("test/run", im, tag)
@@ -136,8 +139,22 @@ class RunCase(MountTestCase):
         return self.run_ucrfs("run", "--rootfs", self.rootfs, *flags, "--", "/bin/sh", "-c", script,
                               timeout=timeout)
 
+    def pids_in_work(self):
+        """Processes whose argv names the work dir (FUSE servers of its rootfses)."""
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if self.work.encode() in f.read():
+                        out.append(int(d))
+            except OSError:
+                pass
+        return out
+
     def assertExit(self, res, code):
-        self.assertEqual(res.returncode, code, res.describe())
+        self.assertEqual(res.returncode, code, res.describe() if hasattr(res, "describe") else res.stderr)
 
 
 class LauncherTest(RunCase):
@@ -301,19 +318,6 @@ class LifecycleTest(RunCase):
         self.assertEqual(sorted(after - before), [], "mounts added by the run")
         self.assertEqual([p for p in self.pids_in_work()], [], "processes left")
 
-    def pids_in_work(self):
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    if self.work.encode() in f.read():
-                        out.append(int(d))
-            except OSError:
-                pass
-        return out
-
     def test_sigkilled_run_is_cleaned_by_recover(self):
         marker = self.path("marker")
         p = subprocess.Popen([self.bin, "--store", self.shared_store, "--work-dir", self.work, "run",
@@ -344,3 +348,117 @@ class LifecycleTest(RunCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BundleTest(RunCase):
+    """`ucrfs bundle IMAGE DIR` run by Debian's OCI runtimes."""
+
+    RUNTIMES = ("crun", "runc")
+
+    def setUp(self):
+        super().setUp()
+        missing = [r for r in self.RUNTIMES if not which(r)]
+        if missing:
+            self.skipTest("%s not installed (apt-get install -y %s): the bundle is not run"
+                          % (", ".join(missing), " ".join(missing)))
+
+    def bundle(self, tag, *flags, args=None, name="bundle"):
+        """`ucrfs bundle FLAGS IMAGE DIR [-- ARGS]`; returns DIR."""
+        d = self.path(name)
+        self.addCleanup(self.end_bundle, d)
+        res = self.run_ucrfs("bundle", *flags, self.ref(tag), d, *(["--"] + list(args) if args is not None else []))
+        self.assertExit(res, 0)
+        return d
+
+    def end_bundle(self, d):
+        rootfs = os.path.join(d, "rootfs")
+        if os.path.exists(os.path.join(d, "config.json")) or any(m[0] == rootfs for m in mountinfo()):
+            self.run_ucrfs("umount", rootfs, timeout=60)
+        while any(m[0] == rootfs for m in mountinfo()):
+            subprocess.run(["umount", "-l", rootfs], capture_output=True)
+
+    def oci(self, runtime, d, timeout=120):
+        cid = "ucrfs-test-%d-%s" % (os.getpid(), runtime)
+        self.addCleanup(subprocess.run, [runtime, "delete", "-f", cid], capture_output=True)
+        run = lambda *pre: subprocess.run([*pre, runtime, "run", "--bundle", d, cid], capture_output=True,
+                                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+        p = run()
+        if "cgroups in hybrid mode not supported" in p.stderr:
+            # The host's cgroups, not the bundle: crun refuses a hybrid layout
+            # whose cgroup2 has controllers. In a mount namespace of its own
+            # without /sys/fs/cgroup/unified it sees cgroup v1 (the host's
+            # mounts stay as they are).
+            p = run("unshare", "-m", "--propagation", "private", "sh", "-c",
+                    'umount -l /sys/fs/cgroup/unified && exec "$@"', "sh")
+        subprocess.run([runtime, "delete", "-f", cid], capture_output=True)
+        return p
+
+    def config(self, d):
+        import json
+        with open(os.path.join(d, "config.json")) as f:
+            return json.load(f)
+
+    def test_runtimes_run_the_image_command_and_overrides(self):
+        d = self.bundle("bundle")
+        for rt in self.RUNTIMES:
+            p = self.oci(rt, d)
+            self.assertEqual((p.returncode, p.stdout), (3, "hello from from-image\n"), "%s: %s" % (rt, p.stderr))
+        # Overrides: --env over the image's Env, --shell, --user.
+        d2 = self.bundle("bundle", "--env", "IMAGE_ENV=flag", "--user", "alice", "--shell",
+                         'echo $IMAGE_ENV; id -u; id -G; pwd; [ "$MESOS_SANDBOX" = /mnt/mesos/sandbox ] && '
+                         'touch $MESOS_SANDBOX/f && hostname', name="over")
+        for rt in self.RUNTIMES:
+            p = self.oci(rt, d2)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (rt, p.stderr))
+            self.assertEqual(p.stdout.split("\n")[:4], ["flag", "1000", "1000 4 44", "/mnt/mesos/sandbox"],
+                             rt)
+            self.assertTrue(p.stdout.split("\n")[4].startswith("bundle-"), p.stdout)
+        self.assertEqual(os.stat(os.path.join(d2, "sandbox", "f")).st_uid, 1000)
+        # Arguments after -- replace Cmd[1..]; --docker-ignore-runtime drops Env.
+        d3 = self.bundle("bundle", "--docker-ignore-runtime", name="args",
+                         args=["/bin/sh", "-c", 'echo "args [$IMAGE_ENV]"; exit 3'])
+        self.assertEqual(self.config(d3)["process"]["args"], ["/bin/sh", "-c", 'echo "args [$IMAGE_ENV]"; exit 3'])
+        for rt in self.RUNTIMES:
+            p = self.oci(rt, d3)
+            self.assertEqual((p.returncode, p.stdout), (3, "args []\n"), "%s: %s" % (rt, p.stderr))
+
+    def test_rootfs_writable_but_image_unchanged(self):
+        d = self.bundle("cmd", args=["-c", "echo changed >> /etc/passwd; grep -c changed /etc/passwd"])
+        self.assertEqual(self.config(d)["root"], {"path": "rootfs", "readonly": False})
+        p = self.oci("crun", d)
+        self.assertEqual((p.returncode, p.stdout), (0, "1\n"), p.stderr)
+        # The write is the bundle's (runc sees it) ...
+        p = self.oci("runc", d)
+        self.assertEqual(p.stdout, "2\n", p.stderr)
+        self.assertExit(self.run_ucrfs("umount", os.path.join(d, "rootfs")), 0)
+        # ... not the image's.
+        d = self.bundle("cmd", args=["-c", "tail -n 1 /etc/passwd"], name="again")
+        p = self.oci("crun", d)
+        self.assertEqual(p.stdout, "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", p.stderr)
+
+    def test_read_only_bundle(self):
+        d = self.bundle("cmd", "--read-only", args=["-c", "echo x > /etc/new"])
+        self.assertEqual(self.config(d)["root"], {"path": "rootfs", "readonly": True})
+        p = self.oci("crun", d)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("Read-only", p.stderr)
+
+    def test_umount_leaves_nothing_and_refuses_a_second_bundle(self):
+        before = set(mountinfo())
+        d = self.bundle("cmd", args=["-c", "exit 0"])
+        rootfs = os.path.join(d, "rootfs")
+        self.assertTrue(any(m[0] == rootfs for m in mountinfo()))
+        servers = self.pids_in_work()
+        self.assertTrue(servers, "no FUSE server found for the bundle (the check below would be vacuous)")
+        res = self.run_ucrfs("bundle", self.ref("cmd"), d)
+        self.assertEqual(res.returncode, 1, res.describe())
+        self.assertEqual(len(res.stderr.strip().splitlines()), 1, res.describe())
+        self.assertIn("already holds a bundle", res.stderr)
+        self.assertExit(self.oci("runc", d), 0)
+        self.assertExit(self.run_ucrfs("umount", rootfs), 0)
+        self.assertEqual(sorted(set(mountinfo()) - before), [], "mounts left by the bundle")
+        self.assertTrue(wait_for(lambda: not self.pids_in_work(), 10), "FUSE server left")
+        self.assertFalse(os.path.exists(os.path.join(d, "config.json")))
+        self.assertFalse(os.path.exists(rootfs))
+        # The directory is free for a new bundle.
+        self.bundle("cmd", args=["-c", "exit 0"])
