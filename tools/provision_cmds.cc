@@ -1,11 +1,13 @@
 // provision, destroy, containers: the library's provisioner on the command
 // line, for scripts and for debugging what an agent did.
+#include <filesystem>
 #include <iostream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ucrfs/common/file.h"
 #include "ucrfs/isolator/container.h"
 #include "ucrfs/provisioner/provisioner.h"
 
@@ -66,6 +68,17 @@ Status RecoverContainers(const GlobalFlags& g, const std::vector<std::string>& l
   UCRFS_ASSIGN(auto runs, isolator::ListRecords(WorkDir(g)));
   for (const auto& r : runs) {
     if (isolator::RunnerAlive(r)) keep.insert(r.id);
+  }
+  // So are bundles that `ucrfs umount` has not ended (run_cmds.cc records
+  // them in /run/ucrfs/bundles/).
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/run/ucrfs/bundles", ec)) {
+    auto body = ReadFile(e.path().string());
+    if (!body.ok()) continue;
+    auto j = nlohmann::json::parse(*body, nullptr, false);
+    if (j.is_object() && j.contains("container") && j["container"].is_string()) {
+      keep.insert(j["container"].get<std::string>());
+    }
   }
   UCRFS_ASSIGN(auto p, MakeProvisioner(g));
   return p->Recover(keep);
