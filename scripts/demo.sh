@@ -2,7 +2,8 @@
 # The demo, from a fresh Debian 12 machine: installs what it needs, builds
 # ucrfs, makes a small image from busybox-static, serves it from a local
 # docker-registry on 127.0.0.1, and shows ucrfs pulling, inspecting and
-# mounting it, and running a command in the mounted root filesystem.
+# mounting it, running a command in the mounted root filesystem, and running
+# the image as a container with `ucrfs run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,7 +16,7 @@ REG_PID=""
 MNT="$WORK/mnt"
 cleanup() {
   mountpoint -q "$MNT" 2>/dev/null && { "$UCRFS" umount "$MNT" || umount -l "$MNT"; }
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -69,6 +70,16 @@ grep " $MNT " /proc/self/mountinfo | awk '{print "mounted:", $5, $9, $10}'
 ls -l "$MNT" "$MNT/bin" | head -12
 step "Running the image's entrypoint in the mounted rootfs (chroot)"
 ( set -x; chroot "$MNT" /bin/sh -c 'cat /etc/motd; uname -s; ls /bin | wc -l' )
+step "ucrfs run $IMAGE: the image's Entrypoint and Cmd in its own namespaces (lazy, writable rootfs)"
+( set -x; "$UCRFS" --store "$STORE" run "$IMAGE" )
+step "ucrfs run with arguments: they replace the image's Cmd after its Entrypoint (/bin/sh)"
+( set -x; "$UCRFS" --store "$STORE" run "$IMAGE" -- -c 'echo "pid $$ in $(hostname -s 2>/dev/null || uname -n)"; id; echo sandbox=$MESOS_SANDBOX; ls /dev | head -5' )
+step "The exit status passes through"
+( set -x; "$UCRFS" --store "$STORE" run --shell 'echo wrote > /tmp/x && exit 3' "$IMAGE" ) || echo "(exit status $?)"
+step "Nothing of the runs is left behind: no mount under the work dir, no container"
+echo "mounts under $STORE/work: $(grep -c " $STORE/work" /proc/self/mountinfo || true)"
+"$UCRFS" --store "$STORE" containers
+
 step "ucrfs images"
 "$UCRFS" --store "$STORE" images
 step "ucrfs umount $MNT"
