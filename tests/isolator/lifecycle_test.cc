@@ -54,8 +54,8 @@ class LifecycleTest : public ::testing::Test {
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (FUSE and overlay mounts)";
     if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "needs /dev/fuse";
-    const char* bin = std::getenv("UCRFS_BIN");
-    if (bin == nullptr) GTEST_SKIP() << "needs the ucrfs binary in UCRFS_BIN (ctest sets it)";
+    const char* bin = std::getenv("UCRFS_BIN") ? std::getenv("UCRFS_BIN") : UCRFS_TEST_BIN;
+    if (::access(bin, X_OK) != 0) GTEST_SKIP() << "needs the ucrfs binary (" << bin << ", or UCRFS_BIN)";
     image_ = harness::MakeLayout(tmp_);
     provisioner::Options o;
     o.work_dir = tmp_ / "work";

@@ -39,7 +39,7 @@ class ProvisionerTest : public ::testing::Test {
     o.work_dir = tmp_ / "work";
     o.store_dir = tmp_ / "store";
     o.default_backend = backends::Kind::kCopy;
-    if (const char* bin = std::getenv("UCRFS_BIN")) o.ucrfs_binary = bin;
+    o.ucrfs_binary = std::getenv("UCRFS_BIN") ? std::getenv("UCRFS_BIN") : UCRFS_TEST_BIN;
     auto p = Provisioner::Create(o);
     ASSERT_TRUE(p.ok()) << p.error().message();
     p_ = std::move(*p);
