@@ -87,6 +87,7 @@ struct RunFlags {
   std::string sandbox;               // --sandbox DIR; empty: a fresh one under the work dir
   std::string backend = "fuse";
   std::string rootfs;                // --rootfs DIR: run in this directory instead of an image
+  bool no_image = false;             // --no-image: the host's filesystem, volumes at host paths
   bool read_only = false;            // bundle --read-only: no writable upper layer
 };
 // Returns the command's exit status (128+N when signal N ended it).

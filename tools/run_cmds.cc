@@ -31,14 +31,15 @@ struct Plan {
   std::vector<isolator::Volume> image_volumes;  // provisioned once the container id exists
 };
 
-Result<std::vector<isolator::Volume>> ParseVolumes(const GlobalFlags& g, const RunFlags& f) {
+// `sandbox`: where relative targets go (the sandbox as the container sees it).
+Result<std::vector<isolator::Volume>> ParseVolumes(const std::string& sandbox, const RunFlags& f) {
   std::vector<isolator::Volume> out;
   for (const auto& v : f.volumes) {
-    UCRFS_ASSIGN(auto vol, isolator::ParseVolumeFlag(v, g.sandbox_directory));
+    UCRFS_ASSIGN(auto vol, isolator::ParseVolumeFlag(v, sandbox));
     out.push_back(vol);
   }
   for (const auto& m : f.mounts) {
-    UCRFS_ASSIGN(auto vol, isolator::ParseMountFlag(m, g.sandbox_directory));
+    UCRFS_ASSIGN(auto vol, isolator::ParseMountFlag(m, sandbox));
     out.push_back(vol);
   }
   for (const auto& v : out) {
@@ -80,7 +81,9 @@ Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& 
   if (::geteuid() != 0) return Error(Errc::kInvalidArgument, "ucrfs run needs root (it makes namespaces and mounts)");
   if (g.sandbox_directory.empty() || g.sandbox_directory[0] != '/')
     return Error(Errc::kInvalidArgument, "--sandbox-directory must be an absolute path");
-  UCRFS_ASSIGN(auto volumes, ParseVolumes(g, f));
+  if (f.no_image && (!image.empty() || !f.rootfs.empty()))
+    return Error(Errc::kInvalidArgument, "--no-image takes neither IMAGE nor --rootfs");
+  UCRFS_ASSIGN(auto volumes, ParseVolumes(g.sandbox_directory, f));
   UCRFS_ASSIGN(auto backend, backends::ParseKind(f.backend));
   std::string sandbox;
   if (!f.sandbox.empty()) {
@@ -110,14 +113,22 @@ Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& 
   std::unique_ptr<provisioner::Provisioner> prov;
 
   auto result = [&]() -> Result<int> {
-    bool need_prov = f.rootfs.empty();
+    // Without a container image the container sees the host's paths: the
+    // sandbox is its host directory, relative volume targets go there.
+    const std::string sandbox_seen = f.no_image ? rec.sandbox : g.sandbox_directory;
+    if (f.no_image) {
+      UCRFS_ASSIGN(volumes, ParseVolumes(sandbox_seen, f));
+    }
+    bool need_prov = f.rootfs.empty() && !f.no_image;
     for (const auto& v : volumes) need_prov |= v.type == isolator::Volume::Type::kImage;
     if (need_prov) {
       UCRFS_ASSIGN(prov, MakeProvisioner(g));
     }
     std::string rootfs;
     index::RuntimeConfig config;
-    if (f.rootfs.empty()) {
+    if (f.no_image) {
+      rootfs = "/";  // users and groups are the host's
+    } else if (f.rootfs.empty()) {
       UCRFS_ASSIGN(auto r, prov->Provision(rec.id, image, backend, /*writable=*/true));
       rootfs = r.path;
       config = r.config;
@@ -126,14 +137,14 @@ Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& 
     }
     // The rules before any volume is provisioned: a bad command line costs
     // no pull.
-    UCRFS_ASSIGN(auto proc, isolator::MergeRuntime(config, over, g.sandbox_directory));
+    UCRFS_ASSIGN(auto proc, isolator::MergeRuntime(config, over, sandbox_seen));
     UCRFS_ASSIGN(auto user, isolator::ResolveUserInRootfs(rootfs, proc.user, proc.group));
     bool has_home = false;
     for (const auto& e : proc.env) has_home |= e.rfind("HOME=", 0) == 0;
     if (!has_home) proc.env.push_back("HOME=" + user.home);
 
     isolator::ContainerSpec spec;
-    spec.rootfs = rootfs;
+    spec.rootfs = f.no_image ? "" : rootfs;
     spec.sandbox = rec.sandbox;
     spec.sandbox_directory = g.sandbox_directory;
     for (const auto& v : volumes) {

@@ -161,6 +161,9 @@ int Main(int argc, char** argv) {
   add_run_flags(run);
   run->add_option("--sandbox", rf.sandbox, "Host directory to mount as the sandbox (default: a fresh one under "
                                            "the work dir, removed at exit)");
+  run->add_flag("--no-image", rf.no_image,
+                "No container image: the host's filesystem in new namespaces, with the sandbox and volumes at host "
+                "paths (a relative target is under the sandbox); the arguments are the command line");
   run->add_option("--rootfs", rf.rootfs, "Run in this existing root filesystem directory instead of an image "
                                          "(no runtime config: the arguments are the command line)");
   auto* bundle = app.add_subcommand("bundle", "Write an OCI runtime bundle of IMAGE in DIR: config.json and the "
@@ -217,8 +220,9 @@ int Main(int argc, char** argv) {
   if (*run) {
     // With --rootfs there is no IMAGE: what CLI11 took for it is argv.
     if (!rf.rootfs.empty() && !image.empty()) rf.args.insert(rf.args.begin(), image), image.clear();
-    if (rf.rootfs.empty() && image.empty()) {
-      fmt::print(stderr, "ucrfs: error: run needs IMAGE (or --rootfs DIR)\n");
+    if (rf.no_image && !image.empty()) rf.args.insert(rf.args.begin(), image), image.clear();
+    if (rf.rootfs.empty() && image.empty() && !rf.no_image) {
+      fmt::print(stderr, "ucrfs: error: run needs IMAGE (or --rootfs DIR, or --no-image)\n");
       return 2;
     }
     auto r = Run(g, image, rf);

@@ -70,11 +70,18 @@ STEP_TIMEOUT = 1800
 # (variant, row label, mount flags). The default prefetch (all) keeps
 # fetching in the background while the command runs; --prefetch none
 # fetches only what is read.
+TRACE = "{trace}"  # in a row's flags: the trace recorded for that row's image
 UCRFS_ROWS = (("gzip", "ucrfs lazy, gzip (unindexed: layers downloaded)", ()),
               ("eStargz", "ucrfs lazy, eStargz", ()),
               ("eStargz", "ucrfs lazy, eStargz, --prefetch none", ("--prefetch", "none")),
               ("indexed gzip", "ucrfs lazy, indexed gzip", ()),
-              ("indexed gzip", "ucrfs lazy, indexed gzip, --prefetch none", ("--prefetch", "none")))
+              ("indexed gzip", "ucrfs lazy, indexed gzip, --prefetch none", ("--prefetch", "none")),
+              # Replays of a trace recorded by one untimed run of the command
+              # (`mount --record`, then `mount --prefetch TRACE`): the bytes
+              # the command reads are fetched in the order it reads them from
+              # the moment the mount serves, at full bandwidth.
+              ("eStargz", "ucrfs lazy, eStargz, replaying a recorded trace", ("--prefetch", TRACE)),
+              ("indexed gzip", "ucrfs lazy, indexed gzip, replaying a recorded trace", ("--prefetch", TRACE)))
 
 
 class Unavailable(Exception):
@@ -142,6 +149,30 @@ class Ucrfs:
     def __init__(self, binary, work, name, image_ref, registry, extra=()):
         self.binary, self.work, self.name, self.image, self.registry = binary, work, name, image_ref, registry
         self.extra = list(extra)
+
+    def record_trace(self):
+        """For a row that replays a trace: records it once, untimed, with
+        `mount --record` while the command runs (`--prefetch none`, so the
+        trace holds only what the command reads), and puts its path in the
+        row's flags. Kept across links: it names files and ranges, not the
+        registry."""
+        if TRACE not in self.extra:
+            return
+        trace = os.path.join(self.work, "trace-" + re.sub(r"[^a-z]+", "-", self.name.lower()) + ".json")
+        if not os.path.exists(trace):
+            store, mnt = os.path.join(self.work, "store-trace"), os.path.join(self.work, "mnt-trace")
+            rmtree(store)
+            os.makedirs(mnt, exist_ok=True)
+            g = [self.binary, "--store", store, "--insecure-registry", self.registry.addr]
+            try:
+                run(g + ["mount", "--prefetch", "none", "--record", trace, self.image, mnt])
+                first_line(["chroot", mnt, "python3", "-c", PY], time.monotonic(), env=ENV)
+                run(g + ["umount", mnt], timeout=120)
+            finally:
+                if mounted(mnt):
+                    subprocess.run(["umount", "-l", mnt], timeout=60)
+                rmtree(store)
+        self.extra = [trace if x == TRACE else x for x in self.extra]
 
     def measure(self, i):
         store = os.path.join(self.work, f"store-{i}")
@@ -467,6 +498,8 @@ def main():
             for r in rows:
                 r.setdefault("name", getattr(r.get("obj"), "name", None))
                 r.setdefault("runs", [])
+                if isinstance(r.get("obj"), Ucrfs):
+                    r["obj"].record_trace()
             for i in range(a.runs):
                 for r in rows:
                     if "obj" not in r:

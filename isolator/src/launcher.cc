@@ -182,6 +182,47 @@ Status SetUpRootfs(const ContainerSpec& spec) {
   return Ok();
 }
 
+// A container without a container image (Mesos' command task without an
+// image): the host's filesystem in a mount namespace of its own, /proc of
+// its PID namespace, the volumes at their host paths (a relative target is
+// under the sandbox, which it then may create; an absolute one must exist,
+// as Mesos requires), no pivot_root.
+Status SetUpHost(const ContainerSpec& spec) {
+  UCRFS_TRY(Mount("", "/", nullptr, MS_SLAVE | MS_REC, "", "/ as rslave"));
+  UCRFS_TRY(Mount("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, "", "proc on /proc"));
+  auto under_sandbox = [&](const std::string& p) { return p.rfind(spec.sandbox + "/", 0) == 0; };
+  for (const auto& m : spec.mounts) {
+    const std::string what = "volume on " + m.target;
+    if (!PathExists(m.target)) {
+      if (!under_sandbox(m.target)) {
+        return Error(Errc::kNotFound, fmt::format("{}: {} does not exist (no container image)", what, m.target));
+      }
+      struct stat st;
+      bool file = m.type == Volume::Type::kBind && ::stat(m.source.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+      if (file) {
+        UCRFS_TRY(MakeDirs(m.target.substr(0, m.target.rfind('/')), 0755));
+        UCRFS_TRY(WriteFileAtomic(m.target, ""));
+      } else {
+        UCRFS_TRY(MakeDirs(m.target, 0755));
+      }
+    }
+    if (m.type == Volume::Type::kTmpfs) {
+      UCRFS_TRY(Mount("tmpfs", m.target, "tmpfs", MS_NOSUID | MS_NODEV | (m.readonly ? MS_RDONLY : 0), "mode=1777",
+                      "tmpfs " + what));
+      continue;
+    }
+    UCRFS_TRY(Mount(m.source, m.target, nullptr, MS_BIND | MS_REC, "", m.source + " " + what));
+    if (m.readonly) {
+      UCRFS_TRY(Mount("", m.target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, "", what + " (read-only remount)"));
+    }
+  }
+  if (!spec.cwd.empty()) {
+    if (under_sandbox(spec.cwd) || spec.cwd == spec.sandbox) UCRFS_TRY(MakeDirs(spec.cwd, 0755));
+    if (::chdir(spec.cwd.c_str()) != 0) return ErrnoError("working directory " + spec.cwd);
+  }
+  return Ok();
+}
+
 [[noreturn]] void Die(int fd, std::string_view msg, int code) {
   std::string line(msg);
   line += "\n";
@@ -266,7 +307,9 @@ std::string Lookup(const std::string& exe, const std::vector<std::string>& env) 
   ::close(go_fd);
 
   ::umask(0);
-  if (Status st = SetUpRootfs(spec); !st.ok()) Die(err_fd, st.error().message(), kSetupFailed);
+  if (Status st = spec.rootfs.empty() ? SetUpHost(spec) : SetUpRootfs(spec); !st.ok()) {
+    Die(err_fd, st.error().message(), kSetupFailed);
+  }
 
   pid_t cmd = ::fork();
   if (cmd < 0) Die(err_fd, ErrnoError("fork the command").message(), kSetupFailed);

@@ -49,12 +49,17 @@ class CacheTest(MountTestCase):
         lb = L.make_layer_tar([L.reg("b.bin", rnd("b", MiB)), L.reg("etc/who", b"B\n")])
         cls.A = L.image_from_tars([base, la], "gzip")
         cls.B = L.image_from_tars([base, lb], "gzip")
+        # A layer that hardlinks to a file of the layer below: overlay
+        # unpacks it for its chain (unpacked/chain/).
+        lh = L.make_layer_tar([L.hard("etc/base-link", "etc/base")])
+        cls.H = L.image_from_tars([base, lh], "gzip")
         cls.registry = RealRegistry(os.path.join(cls.class_tmp, "registry"))
         cls.addClassCleanup(cls.registry.stop)
         cls.registry.start()
         p = Pusher(cls.registry.url)
         p.push_image("cache/a", cls.A, "1")
         p.push_image("cache/b", cls.B, "1")
+        p.push_image("cache/h", cls.H, "1")
 
     def ref(self, name):
         return "%s/cache/%s:1" % (self.registry.addr, name)
@@ -157,6 +162,24 @@ class CacheTest(MountTestCase):
         self.assertSucceeded(self.ucrfs("gc"))
         self.assertEqual(self.images(), [])
         self.assertEqual(os.listdir(unpacked), [], "unpacked layers left after gc")
+
+    def test_gc_keeps_a_chain_unpack_while_mounted(self):
+        mp = self.mountpoint("chain")
+        self.track_mount(mp)
+        self.assertSucceeded(self.ucrfs("mount", "--backend", "overlay", self.ref("h"), mp))
+        chain = os.path.join(self.store, "unpacked", "chain")
+        made = os.listdir(chain)
+        self.assertEqual(len(made), 1, made)
+        st1, st2 = os.stat(os.path.join(mp, "etc/base")), os.stat(os.path.join(mp, "etc/base-link"))
+        self.assertEqual((st1.st_ino, st1.st_nlink), (st2.st_ino, 2), "the link and its target are one inode")
+        self.pull("b")
+        self.assertSucceeded(self.ucrfs("gc"))
+        self.assertEqual(os.listdir(chain), made, "gc removed the chain unpack a live mount uses")
+        with open(os.path.join(mp, "etc/base-link"), "rb") as f:
+            self.assertEqual(f.read(), b"shared base\n")
+        self.assertSucceeded(self.ucrfs("umount", mp))
+        self.assertSucceeded(self.ucrfs("gc"))
+        self.assertEqual(os.listdir(chain), [], "the chain unpack outlived its image")
 
     def test_gc_refuses_to_race_a_pull(self):
         if not which("flock"):

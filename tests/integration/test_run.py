@@ -296,6 +296,37 @@ class ImageVolumeTest(RunCase):
         self.assertIn("Read-only", res.stderr)
 
 
+    def test_image_volume_without_container_image(self):
+        """Mesos' VolumeImageIsolatorTest without a container image: the
+        process runs on the host's filesystem (in its own mount and PID
+        namespaces), the image is mounted under the sandbox (a relative
+        target) and at an existing host path; neither mount is seen by the
+        host, and an executor can chroot into the volume, as the seed's
+        recipe does."""
+        host_dir = self.path("host-target")
+        os.makedirs(host_dir)
+        res = self.run_ucrfs(
+            "run", "--no-image",
+            "--mount", "type=image,src=%s,dst=rootfs" % self.ref("vol"),
+            "--mount", "type=image,src=%s,dst=%s,readonly" % (self.ref("vol"), host_dir),
+            "--", BUSYBOX, "sh", "-c",
+            'cd "$MESOS_SANDBOX" && [ "$(pwd)" = "$MESOS_SANDBOX" ] && cat rootfs/etc/volume-image && '
+            'cat %s/etc/volume-image && [ -e %s ] && '
+            '! touch %s/x 2>/dev/null && echo pid=$$ && '
+            'chroot rootfs /bin/sh -c "cat /etc/volume-image"' % (host_dir, BUSYBOX, host_dir))
+        self.assertExit(res, 0)
+        # pid 2: the command, forked by the namespace's init (pid 1).
+        self.assertEqual(res.stdout, "from the volume image\n" * 2 + "pid=2\n" + "from the volume image\n")
+        self.assertEqual(os.listdir(host_dir), [], "the volume was mounted in the container's namespace only")
+
+    def test_no_image_refuses_a_missing_absolute_target(self):
+        res = self.run_ucrfs("run", "--no-image", "--mount",
+                             "type=image,src=%s,dst=/nonexistent/ucrfs/target" % self.ref("vol"),
+                             "--", BUSYBOX, "true")
+        self.assertExit(res, 125)
+        self.assertIn("/nonexistent/ucrfs/target does not exist", res.stderr)
+
+
 class LifecycleTest(RunCase):
     def test_sigterm_is_forwarded(self):
         p = subprocess.Popen([self.bin, "--store", self.shared_store, "--work-dir", self.work, "run",

@@ -33,7 +33,10 @@ struct MountSpec {
 };
 
 struct ContainerSpec {
-  std::string rootfs;   // host path of the root filesystem (made a mount point by the launcher)
+  // Host path of the root filesystem (made a mount point by the launcher);
+  // empty: no container image, the host's filesystem in a mount namespace of
+  // its own, volumes at host paths (sandbox and cwd are host paths too).
+  std::string rootfs;
   std::string sandbox;  // host directory bind-mounted at sandbox_directory
   std::string sandbox_directory = kDefaultSandboxDirectory;
   std::vector<MountSpec> mounts;  // after the sandbox, in order
