@@ -60,6 +60,8 @@ Result<std::unique_ptr<MountTraces>> MountTraces::Prepare(const std::string& rep
   return t;
 }
 
+constexpr size_t kReplayParallel = 4;
+
 MountTraces::~MountTraces() { Finish(); }
 
 void MountTraces::ReplayIfNone(index::Trace trace) {
@@ -82,7 +84,9 @@ void MountTraces::Start() {
         missing_ = s.missing;
         failed_ = s.failed;
       };
-      index::ReplayStats st = index::Replay(*tree_, *replay_, stop_, progress);
+      // Four ranges in flight: a lazy layer's fetches overlap their round
+      // trips (the replay is latency-bound at 100 Mbit/s otherwise).
+      index::ReplayStats st = index::Replay(*tree_, *replay_, stop_, progress, kReplayParallel);
       progress(st);
       done_ = !stop_;
       spdlog::info("trace replayed: {} of {} ranges read ({} bytes), {} missing, {} failed", st.reads,

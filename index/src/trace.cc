@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -386,40 +387,77 @@ class Resolver {
 
 }  // namespace
 
-ReplayStats Replay(Tree& tree, const Trace& trace, const std::atomic<bool>& stop,
-                   const std::function<void(const ReplayStats&)>& progress) {
-  constexpr size_t kPiece = 1 << 20;
-  ReplayStats st;
-  Resolver resolver(tree);
-  std::string buf(kPiece, '\0');
-  for (const TraceRead& r : trace.reads) {
-    if (stop) break;
-    std::optional<Attr> a = resolver.Resolve(r.path);
-    if (!a || !S_ISREG(a->mode)) {
-      ++st.missing;
-    } else {
-      bool failed = false, eof = false;
-      uint64_t pos = r.offset, end = r.offset + r.length;
-      while (pos < end && !eof && !stop) {
-        size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, end - pos));
-        auto n = tree.Read(a->ino, pos, buf.data(), want);
-        if (!n.ok()) {
-          failed = true;
-          break;
-        }
-        st.bytes += *n;
-        pos += *n;
-        eof = *n < want;
-      }
-      if (failed) {
-        ++st.failed;
-      } else if (pos >= end || eof) {
-        ++st.reads;
-      }
-    }
-    if (progress) progress(st);
+namespace {
+
+// Replays range `r` with `resolver`, adding to `st` (a range `stop` cut
+// short counts as neither read nor failed).
+void ReplayOne(Tree& tree, Resolver& resolver, const TraceRead& r, const std::atomic<bool>& stop, std::string& buf,
+               ReplayStats& st) {
+  std::optional<Attr> a = resolver.Resolve(r.path);
+  if (!a || !S_ISREG(a->mode)) {
+    ++st.missing;
+    return;
   }
-  return st;
+  bool failed = false, eof = false;
+  uint64_t pos = r.offset, end = r.offset + r.length;
+  while (pos < end && !eof && !stop) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+    auto n = tree.Read(a->ino, pos, buf.data(), want);
+    if (!n.ok()) {
+      failed = true;
+      break;
+    }
+    st.bytes += *n;
+    pos += *n;
+    eof = *n < want;
+  }
+  if (failed) {
+    ++st.failed;
+  } else if (pos >= end || eof) {
+    ++st.reads;
+  }
+}
+
+}  // namespace
+
+ReplayStats Replay(Tree& tree, const Trace& trace, const std::atomic<bool>& stop,
+                   const std::function<void(const ReplayStats&)>& progress, size_t parallel) {
+  constexpr size_t kPiece = 1 << 20;
+  if (parallel <= 1) {
+    ReplayStats st;
+    Resolver resolver(tree);
+    std::string buf(kPiece, '\0');
+    for (const TraceRead& r : trace.reads) {
+      if (stop) break;
+      ReplayOne(tree, resolver, r, stop, buf, st);
+      if (progress) progress(st);
+    }
+    return st;
+  }
+  // Ranges are taken in trace order, `parallel` of them in flight at once:
+  // a lazy layer's fetches overlap their round trips, and no range starts
+  // before every earlier one has.
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  ReplayStats total;
+  auto worker = [&] {
+    Resolver resolver(tree);  // its cache is per worker: no lock on lookups
+    std::string buf(kPiece, '\0');
+    for (size_t i; !stop && (i = next.fetch_add(1)) < trace.reads.size();) {
+      ReplayStats one;
+      ReplayOne(tree, resolver, trace.reads[i], stop, buf, one);
+      std::lock_guard<std::mutex> l(mu);
+      total.reads += one.reads;
+      total.bytes += one.bytes;
+      total.missing += one.missing;
+      total.failed += one.failed;
+      if (progress) progress(total);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < parallel; ++k) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  return total;
 }
 
 }  // namespace ucrfs::index

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -480,6 +482,51 @@ TEST(Replay, ReadsTheRangesInOrderAndCountsMissing) {
   // Each path and parent is looked up once: usr, small, lib, big, nope, link,
   // x (under a file: not looked up), gone, odd.
   EXPECT_EQ(log.lookups.load(), 8);
+}
+
+TEST(Replay, InParallelReadsEveryRangeWithSeveralInFlight) {
+  auto mem = std::make_shared<MemoryTree>();
+  std::vector<uint64_t> inos;
+  Trace t;
+  for (int i = 0; i < 12; ++i) {
+    std::string path = "/f" + std::to_string(i);
+    inos.push_back(mem->AddFile(path, Bytes(100 + i, 'a' + i)));
+    t.reads.push_back({path, 0, static_cast<uint64_t>(100 + i)});
+  }
+  t.reads.push_back({"/nope", 0, 1});
+  LoggingTree log(mem);
+  // Each of the first four reads waits until four are in flight at once:
+  // with one at a time the wait would time out and the count stay at 1.
+  std::mutex mu;
+  std::condition_variable cv;
+  int in_flight = 0, most = 0, started = 0;
+  log.on_read = [&] {
+    std::unique_lock<std::mutex> l(mu);
+    ++in_flight;
+    most = std::max(most, in_flight);
+    if (++started <= 4) cv.wait_for(l, std::chrono::seconds(5), [&] { return most >= 4; });
+    cv.notify_all();
+    --in_flight;
+  };
+  std::atomic<bool> stop{false};
+  size_t progress_calls = 0;
+  ReplayStats st = Replay(log, t, stop, [&](const ReplayStats&) { ++progress_calls; }, 4);
+  EXPECT_EQ(most, 4) << "four ranges in flight at once";
+  EXPECT_EQ(st.reads, 12u);
+  EXPECT_EQ(st.missing, 1u);
+  EXPECT_EQ(st.failed, 0u);
+  EXPECT_EQ(st.bytes, 12u * 100 + 66);
+  EXPECT_EQ(progress_calls, t.reads.size());
+  // Every range read once; the first four started are the first four ranges.
+  auto calls = log.calls();
+  ASSERT_EQ(calls.size(), 12u);
+  std::set<uint64_t> first4, read;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (i < 4) first4.insert(calls[i].ino);
+    read.insert(calls[i].ino);
+  }
+  EXPECT_EQ(first4, (std::set<uint64_t>{inos[0], inos[1], inos[2], inos[3]}));
+  EXPECT_EQ(read.size(), 12u);
 }
 
 TEST(Replay, CountsFailedReadsAndCarriesOn) {

@@ -112,8 +112,11 @@ struct ReplayStats {
 // Lookup from the root. Paths that do not resolve or are not regular files
 // are counted as missing and skipped; read errors are counted as failed and
 // skipped. Returns early when `stop` becomes true (checked between reads of
-// at most 1 MiB). `progress`, if set, is called after each range.
+// at most 1 MiB). `progress`, if set, is called after each range (with a
+// lock held when parallel). `parallel` > 1: that many ranges in flight at
+// once, started in trace order (range i starts once ranges < i have), so
+// that fetches overlap their round trips.
 ReplayStats Replay(Tree& tree, const Trace& trace, const std::atomic<bool>& stop,
-                   const std::function<void(const ReplayStats&)>& progress = {});
+                   const std::function<void(const ReplayStats&)>& progress = {}, size_t parallel = 1);
 
 }  // namespace ucrfs::index
