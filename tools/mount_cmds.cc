@@ -38,6 +38,7 @@
 #include "mount_trace.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/common/mounts.h"
 #include "ucrfs/fusefs/keeper.h"
 #include "ucrfs/fusefs/server.h"
 #include "ucrfs/index/chunk_cache.h"
@@ -225,15 +226,6 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
   return st;
 }
 
-// Whether pid is alive and not a zombie (a foreground server whose parent has
-// not reaped it yet has exited all the same).
-bool ProcessRunning(pid_t pid) {
-  if (::kill(pid, 0) != 0) return false;
-  auto stat = ReadFile(fmt::format("/proc/{}/stat", pid));
-  if (!stat.ok()) return false;
-  auto paren = stat->rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
-}
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "ucrfs/common/digest.h"
 #include "ucrfs/common/file.h"
+#include "ucrfs/common/mounts.h"
 #include "ucrfs/isolator/bundle.h"
 #include "ucrfs/isolator/container.h"
 #include "ucrfs/isolator/launcher.h"
@@ -194,11 +195,6 @@ std::string BundleRecordFile(const std::string& rootfs) {
   return fmt::format("{}/{}.json", kBundleRunDir, Digest::Sha256Of(rootfs).hex());
 }
 
-bool IsMountPoint(const std::string& path) {
-  struct stat st, parent;
-  if (::lstat(path.c_str(), &st) != 0 || ::lstat((path + "/..").c_str(), &parent) != 0) return false;
-  return st.st_dev != parent.st_dev || st.st_ino == parent.st_ino;
-}
 
 // Unmounts everything stacked at `path` (detaching what is busy).
 Status UnmountAll(const std::string& path) {

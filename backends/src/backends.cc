@@ -26,6 +26,7 @@
 #include "apply.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/common/mounts.h"
 #include "ucrfs/index/gc.h"
 
 namespace ucrfs::backends {
@@ -54,47 +55,6 @@ Status CheckEmptyDir(const std::string& path, std::string_view what) {
   ::closedir(d);
   if (!empty) return Error(Errc::kInvalidArgument, fmt::format("{} {} is not empty", what, path));
   return Ok();
-}
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() + 0 && s[i + 1] >= '0' && s[i + 1] <= '7' && s[i + 2] >= '0' &&
-        s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
-      out += static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0'));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// Mount points at or below `root` (absolute, resolved), deepest first.
-std::vector<std::string> MountsUnder(const std::string& root) {
-  std::vector<std::string> out;
-  auto table = ReadFile("/proc/self/mountinfo");
-  if (!table.ok()) return out;
-  std::string_view rest(*table);
-  while (!rest.empty()) {
-    size_t eol = rest.find('\n');
-    std::string_view line = rest.substr(0, eol);
-    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
-    // id parent major:minor root mount-point ...
-    size_t start = 0;
-    for (int field = 0; field < 4 && start != std::string_view::npos; ++field) {
-      start = line.find(' ', start);
-      if (start != std::string_view::npos) ++start;
-    }
-    if (start == std::string_view::npos) continue;
-    std::string mp = Unescape(line.substr(start, line.find(' ', start) - start));
-    if (mp == root || (mp.size() > root.size() && mp.compare(0, root.size(), root) == 0 && mp[root.size()] == '/')) {
-      out.push_back(std::move(mp));
-    }
-  }
-  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
-  return out;
 }
 
 // Unmounts everything at or below root; a busy mount is detached (its users

@@ -20,6 +20,7 @@
 #include "layer_internal.h"
 #include "lmdb_env.h"
 #include "ucrfs/common/file.h"
+#include "ucrfs/common/mounts.h"
 #include "ucrfs/common/log.h"
 #include "ucrfs/index/image_tree.h"
 #include "ucrfs/index/layers.h"
@@ -36,29 +37,6 @@ std::string MountPath(const Store& store, const std::string& mountpoint) {
 
 bool ProcessAlive(int64_t pid) { return pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
 
-// Whether `mountpoint` is a mount point now (/proc/self/mountinfo, field 5;
-// spaces and the like are octal-escaped there).
-bool IsMountPoint(const std::string& mountpoint) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string f;
-    for (int i = 0; i < 5 && (fields >> f); ++i) {
-    }
-    std::string unescaped;
-    for (size_t i = 0; i < f.size(); ++i) {
-      if (f[i] == '\\' && i + 3 < f.size()) {
-        unescaped.push_back(static_cast<char>(std::strtol(f.substr(i + 1, 3).c_str(), nullptr, 8)));
-        i += 3;
-      } else {
-        unescaped.push_back(f[i]);
-      }
-    }
-    if (unescaped == mountpoint) return true;
-  }
-  return false;
-}
 
 // Removes a file, adding what it freed.
 void RemoveFile(const std::string& path, GcResult& out) {

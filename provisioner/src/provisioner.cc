@@ -31,6 +31,7 @@
 
 #include "ucrfs/common/file.h"
 #include "ucrfs/common/log.h"
+#include "ucrfs/common/mounts.h"
 #include "ucrfs/fusefs/server.h"
 #include "ucrfs/index/gc.h"
 #include "ucrfs/index/image_tree.h"
@@ -146,13 +147,6 @@ Status RunTool(const std::vector<std::string>& args) {
   return Error(Errc::kIo, out);
 }
 
-bool ProcessRunning(pid_t pid) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  auto stat = ReadFile(fmt::format("/proc/{}/stat", pid));
-  if (!stat.ok()) return false;
-  auto paren = stat->rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
-}
 
 struct RootfsRecord {
   std::string id;
@@ -386,12 +380,6 @@ struct Provisioner::Impl {
     return Ok();
   }
 
-  static bool IsMountPoint(const std::string& path) {
-    struct stat self, parent;
-    if (::lstat(path.c_str(), &self) != 0) return false;
-    if (::lstat((path + "/..").c_str(), &parent) != 0) return false;
-    return self.st_dev != parent.st_dev || self.st_ino == parent.st_ino;
-  }
 
   Result<std::vector<RootfsRecord>> Records(const std::string& container_id) const {
     std::vector<RootfsRecord> out;
