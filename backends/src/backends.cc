@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 
+#include <functional>
 #include <set>
 
 #include <fmt/format.h>
@@ -137,6 +138,43 @@ void SweepDeadTemps(const std::string& dir) {
   for (const auto& n : dead) {
     if (auto st = RemoveAll(dir + "/" + n); !st.ok()) spdlog::warn("{}", st.error().message());
   }
+}
+
+// Makes dir/name once: `fill` writes the tree into a temporary directory
+// (its root fd given, 0755: the layer's root is 0755 root:root unless the
+// layer says otherwise), which is synced and then renamed to `name`, so a
+// directory of that name is always complete. Concurrent callers are safe:
+// each fills its own temporary directory and the first rename wins.
+Result<std::string> UnpackOnce(const std::string& dir, const std::string& name,
+                               const std::function<Status(int root)>& fill) {
+  const std::string final_path = dir + "/" + name;
+  struct stat info;
+  if (::lstat(final_path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) return final_path;
+  UCRFS_TRY(MakeDirs(dir, 0700));
+  SweepDeadTemps(dir);
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = fmt::format("{}/.tmp-{}-{}-{}", dir, name, ::getpid(), counter++);
+  if (::mkdir(tmp.c_str(), 0700) != 0) return ErrnoError("mkdir " + tmp);
+  auto unpack = [&]() -> Status {
+    UniqueFd root(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root.valid()) return ErrnoError("open " + tmp);
+    if (::fchmod(root.get(), 0755) != 0) return ErrnoError("chmod " + tmp);
+    UCRFS_TRY(fill(root.get()));
+    // Durable before it gets its name, like a blob.
+    if (::syncfs(root.get()) != 0) return ErrnoError("syncfs " + tmp);
+    return Ok();
+  };
+  Status st = unpack();
+  if (st.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    // Another provisioner finished the same tree first: use theirs.
+    if (errno != EEXIST && errno != ENOTEMPTY) st = ErrnoError("rename " + tmp);
+  }
+  if (PathExists(tmp)) {
+    if (auto rm = RemoveAll(tmp); !rm.ok()) spdlog::warn("{}", rm.error().message());
+  }
+  if (!st.ok()) return st.error();
+  (void)SyncDir(dir);
+  return final_path;
 }
 
 Status ProvisionCopy(const RootfsRequest& req) {
@@ -297,37 +335,32 @@ Result<std::string> UnpackForOverlay(const RootfsRequest& req, size_t i, const s
     }
   }
   if (external.empty() || i == 0) return EnsureUnpacked(*req.store, desc, req.lazy);
-  const std::string dir = req.store->root() + "/unpacked/chain";
-  const std::string final_path = dir + "/" + index::UnpackedChainName(req.image.layers, i + 1);
-  struct stat info;
-  if (::lstat(final_path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) return final_path;
-  UCRFS_TRY(MakeDirs(dir, 0700));
-  SweepDeadTemps(dir);
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = fmt::format("{}/.tmp-{}-{}-{}", dir, index::UnpackedChainName(req.image.layers, i + 1),
-                                      ::getpid(), counter++);
-  if (::mkdir(tmp.c_str(), 0700) != 0) return ErrnoError("mkdir " + tmp);
   const std::string view = scratch + "/view";
-  UCRFS_TRY(MakeDirs(view, 0700));
-  UCRFS_TRY(MakeDirs(scratch + "/empty", 0755));
-  std::string lowerdir;
-  for (size_t k = i; k-- > 0;) lowerdir += fmt::format("{}l/{}", lowerdir.empty() ? "" : ":", k);
-  if (i == 1) lowerdir += ":empty";  // a read-only overlay needs two lower layers
-  UCRFS_TRY(MountFrom(scratch, "overlay", view, "overlay", MS_RDONLY, "lowerdir=" + lowerdir));
-  auto unpack = [&]() -> Status {
+  return UnpackOnce(req.store->root() + "/unpacked/chain", index::UnpackedChainName(req.image.layers, i + 1),
+                    [&](int root) -> Status {
+    UCRFS_TRY(MakeDirs(view, 0700));
+    UCRFS_TRY(MakeDirs(scratch + "/empty", 0755));
+    std::string lowerdir;
+    for (size_t k = i; k-- > 0;) lowerdir += fmt::format("{}l/{}", lowerdir.empty() ? "" : ":", k);
+    if (i == 1) lowerdir += ":empty";  // a read-only overlay needs two lower layers
+    UCRFS_TRY(MountFrom(scratch, "overlay", view, "overlay", MS_RDONLY, "lowerdir=" + lowerdir));
+    struct Unmount {
+      const std::string& view;
+      ~Unmount() {
+        if (::umount2(view.c_str(), UMOUNT_NOFOLLOW) != 0) (void)::umount2(view.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+      }
+    } unmount{view};
     UCRFS_ASSIGN(auto layer, OpenLayer(*req.store, desc, req.lazy));
     UCRFS_ASSIGN(auto entries, index::LoadLayerEntries(*req.store, layer.first));
-    UniqueFd root(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     UniqueFd vroot(::open(view.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!root.valid() || !vroot.valid()) return ErrnoError("open " + tmp);
-    if (::fchmod(root.get(), 0755) != 0) return ErrnoError("chmod " + tmp);
+    if (!vroot.valid()) return ErrnoError("open " + view);
     std::vector<std::pair<std::string, timespec>> dir_times;
     for (const auto& target : external) {
-      if (Status st = CopyLinkTarget(vroot.get(), root.get(), target, dir_times); !st.ok()) {
+      if (Status st = CopyLinkTarget(vroot.get(), root, target, dir_times); !st.ok()) {
         return st.error().Wrap(fmt::format("layer {}: hardlink into the layers below", desc.digest.str()));
       }
     }
-    Applier applier(root.get(), Whiteouts::kConvert);
+    Applier applier(root, Whiteouts::kConvert);
     UCRFS_TRY(applier.ApplyLayer(entries, *layer.second, "layer " + desc.digest.str()));
     UCRFS_TRY(applier.Finish());
     // The directories copied from below keep their mtimes, unless the layer
@@ -336,24 +369,12 @@ Result<std::string> UnpackForOverlay(const RootfsRequest& req, size_t i, const s
     for (const auto& e : entries) own.insert(e.path);
     for (const auto& [path, mtime] : dir_times) {
       if (own.contains(path)) continue;
-      UniqueFd d = OpenBeneath(root.get(), path, O_RDONLY | O_DIRECTORY);
+      UniqueFd d = OpenBeneath(root, path, O_RDONLY | O_DIRECTORY);
       timespec ts[2] = {mtime, mtime};
       if (!d.valid() || ::futimens(d.get(), ts) != 0) return ErrnoError("set mtime of " + path);
     }
-    if (::syncfs(root.get()) != 0) return ErrnoError("syncfs " + tmp);
     return Ok();
-  };
-  Status st = unpack();
-  if (::umount2(view.c_str(), UMOUNT_NOFOLLOW) != 0) (void)::umount2(view.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
-  if (st.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    if (errno != EEXIST && errno != ENOTEMPTY) st = ErrnoError("rename " + tmp);
-  }
-  if (PathExists(tmp)) {
-    if (auto rm = RemoveAll(tmp); !rm.ok()) spdlog::warn("{}", rm.error().message());
-  }
-  if (!st.ok()) return st.error();
-  (void)SyncDir(dir);
-  return final_path;
+  });
 }
 
 Status ProvisionOverlay(const RootfsRequest& req) {
@@ -452,40 +473,14 @@ std::string UnpackedPath(const index::Store& store, const Digest& layer) {
 
 Result<std::string> EnsureUnpacked(index::Store& store, const fetch::Descriptor& desc,
                                    const index::LazyOptions& lazy) {
-  const std::string final_path = UnpackedPath(store, desc.digest);
-  struct stat info;
-  if (::lstat(final_path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) return final_path;
-  const std::string dir = fmt::format("{}/unpacked/{}", store.root(), desc.digest.algorithm_name());
-  UCRFS_TRY(MakeDirs(dir, 0700));
-  SweepDeadTemps(dir);
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = fmt::format("{}/.tmp-{}-{}-{}", dir, desc.digest.hex(), ::getpid(), counter++);
-  if (::mkdir(tmp.c_str(), 0700) != 0) return ErrnoError("mkdir " + tmp);
-  auto unpack = [&]() -> Status {
-    UCRFS_ASSIGN(auto layer, OpenLayer(store, desc, lazy));
-    UCRFS_ASSIGN(auto entries, index::LoadLayerEntries(store, layer.first));
-    UniqueFd root(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!root.valid()) return ErrnoError("open " + tmp);
-    // The layer's root is 0755 root:root unless the layer says otherwise.
-    if (::fchmod(root.get(), 0755) != 0) return ErrnoError("chmod " + tmp);
-    Applier applier(root.get(), Whiteouts::kConvert);
-    UCRFS_TRY(applier.ApplyLayer(entries, *layer.second, "layer " + desc.digest.str()));
-    UCRFS_TRY(applier.Finish());
-    // Durable before it gets its name, like a blob.
-    if (::syncfs(root.get()) != 0) return ErrnoError("syncfs " + tmp);
-    return Ok();
-  };
-  Status st = unpack();
-  if (st.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    // Another provisioner finished the same layer first: use theirs.
-    if (errno != EEXIST && errno != ENOTEMPTY) st = ErrnoError("rename " + tmp);
-  }
-  if (PathExists(tmp)) {
-    if (auto rm = RemoveAll(tmp); !rm.ok()) spdlog::warn("{}", rm.error().message());
-  }
-  if (!st.ok()) return st.error();
-  (void)SyncDir(dir);
-  return final_path;
+  return UnpackOnce(fmt::format("{}/unpacked/{}", store.root(), desc.digest.algorithm_name()), desc.digest.hex(),
+                    [&](int root) -> Status {
+                      UCRFS_ASSIGN(auto layer, OpenLayer(store, desc, lazy));
+                      UCRFS_ASSIGN(auto entries, index::LoadLayerEntries(store, layer.first));
+                      Applier applier(root, Whiteouts::kConvert);
+                      UCRFS_TRY(applier.ApplyLayer(entries, *layer.second, "layer " + desc.digest.str()));
+                      return applier.Finish();
+                    });
 }
 
 Status Provision(Kind kind, const RootfsRequest& req) {
