@@ -20,17 +20,6 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr size_t kCopyBuffer = 1 << 20;
 
-std::vector<std::string_view> Split(std::string_view path) {
-  std::vector<std::string_view> parts;
-  while (!path.empty()) {
-    size_t s = path.find('/');
-    if (s != 0) parts.push_back(path.substr(0, s));
-    if (s == std::string_view::npos) break;
-    path.remove_prefix(s + 1);
-  }
-  return parts;
-}
-
 std::string Join(const std::vector<std::string_view>& parts, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i) {
@@ -178,7 +167,7 @@ Status Applier::ApplyLayer(const std::vector<index::TarEntry>& entries, index::L
                            const std::string& layer) {
   layer_ = layer;
   auto is_whiteout = [](const index::TarEntry& e) {
-    auto parts = Split(e.path);
+    auto parts = index::SplitPath(e.path);
     return !parts.empty() && parts.back().substr(0, kWhiteoutPrefix.size()) == kWhiteoutPrefix;
   };
   if (mode_ == Whiteouts::kApply) {
@@ -198,7 +187,7 @@ Status Applier::ApplyLayer(const std::vector<index::TarEntry>& entries, index::L
 }
 
 Status Applier::Whiteout(const index::TarEntry& e) {
-  auto parts = Split(e.path);
+  auto parts = index::SplitPath(e.path);
   std::string marker(parts.back());
   bool opaque = marker == kOpaqueMarker;
   std::string target = marker.substr(kWhiteoutPrefix.size());
@@ -232,7 +221,7 @@ Status Applier::Whiteout(const index::TarEntry& e) {
 }
 
 Status Applier::Entry(const index::TarEntry& e, index::LayerReader& reader) {
-  auto parts = Split(e.path);
+  auto parts = index::SplitPath(e.path);
   if (parts.empty()) {  // "./": the root's own metadata
     if (e.type != index::EntryType::kDir) {
       return Error(Errc::kMalformed, fmt::format("{}: the root entry is not a directory", layer_));
@@ -268,7 +257,7 @@ Status Applier::Entry(const index::TarEntry& e, index::LayerReader& reader) {
     case index::EntryType::kFile:
       return WriteFile(dir, name, e, reader);
     case index::EntryType::kHardlink: {
-      auto tparts = Split(e.link_target);
+      auto tparts = index::SplitPath(e.link_target);
       if (tparts.empty()) {
         return Error(Errc::kMalformed, fmt::format("{}: {}: hardlink to the root", layer_, e.path));
       }
@@ -388,7 +377,7 @@ Status Applier::SetMeta(int dir, const std::string& name, int fd, const index::T
 
 Status Applier::Finish() {
   for (const auto& [path, t] : dir_times_) {
-    auto parts = Split(path);
+    auto parts = index::SplitPath(path);
     UCRFS_ASSIGN(auto dir, OpenDir(parts, parts.size(), Create::kNo));
     if (!dir.valid()) continue;
     timespec ts[2] = {t, t};

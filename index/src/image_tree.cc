@@ -68,17 +68,6 @@ std::shared_ptr<Node> NodeFrom(const TarEntry& e, int layer, uint64_t layer_id) 
   return n;
 }
 
-std::vector<std::string_view> Split(std::string_view path) {
-  std::vector<std::string_view> parts;
-  while (!path.empty()) {
-    size_t s = path.find('/');
-    if (s != 0) parts.push_back(path.substr(0, s));
-    if (s == std::string_view::npos) break;
-    path.remove_prefix(s + 1);
-  }
-  return parts;
-}
-
 // Removes from `dir` everything lower layers put there: children created
 // below `layer`, except directories this layer also lists, whose own lower
 // contents are removed the same way (an opaque directory hides all of the
@@ -107,7 +96,7 @@ class Merger {
       UpdateDir(*root_, e, layer);
       return Ok();
     }
-    auto parts = Split(e.path);
+    auto parts = SplitPath(e.path);
     for (auto p : parts) {
       if (p.size() > kMaxName) return Error(Errc::kMalformed, fmt::format("{}: name longer than 255 bytes", e.path));
     }
@@ -175,7 +164,7 @@ class Merger {
   Status Hardlink(Node& dir, std::string name, const TarEntry& e) {
     Node* cur = root_.get();
     std::shared_ptr<Node> target;
-    for (auto p : Split(e.link_target)) {
+    for (auto p : SplitPath(e.link_target)) {
       auto it = cur->type == EntryType::kDir ? cur->children.find(std::string(p)) : cur->children.end();
       if (it == cur->children.end()) {
         target = nullptr;

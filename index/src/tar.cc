@@ -687,4 +687,15 @@ Result<bool> TarReader::Next(TarEntry* entry) {
   }
 }
 
+std::vector<std::string_view> SplitPath(std::string_view path) {
+  std::vector<std::string_view> parts;
+  while (!path.empty()) {
+    size_t s = path.find('/');
+    if (s != 0) parts.push_back(path.substr(0, s));
+    if (s == std::string_view::npos) break;
+    path.remove_prefix(s + 1);
+  }
+  return parts;
+}
+
 }  // namespace ucrfs::index

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct Extent {
   uint64_t length = 0;
   friend bool operator==(const Extent&, const Extent&) = default;
 };
+
+// The components of a normalized path ("" for the root: none); empty
+// components (leading or doubled slashes) are skipped.
+std::vector<std::string_view> SplitPath(std::string_view path);
 
 struct TarEntry {
   std::string path;         // relative, normalized (see above); may exceed 4 KiB
