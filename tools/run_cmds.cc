@@ -51,6 +51,18 @@ Result<std::vector<isolator::Volume>> ParseVolumes(const std::string& sandbox, c
   return out;
 }
 
+// What the command line says over the image's runtime config.
+isolator::Overrides OverridesOf(const RunFlags& f) {
+  isolator::Overrides over;
+  over.argv = f.args;
+  over.shell = f.shell;
+  over.command = f.command;
+  over.env = f.env;
+  over.user = f.user;
+  over.ignore_runtime = f.ignore_runtime;
+  return over;
+}
+
 bool IsEmptyDir(const std::string& path) {
   DIR* d = ::opendir(path.c_str());
   if (!d) return false;
@@ -90,13 +102,7 @@ Result<int> Run(const GlobalFlags& g, const std::string& image, const RunFlags& 
   if (!f.sandbox.empty()) {
     UCRFS_ASSIGN(sandbox, RealDir(f.sandbox));
   }
-  isolator::Overrides over;
-  over.argv = f.args;
-  over.shell = f.shell;
-  over.command = f.command;
-  over.env = f.env;
-  over.user = f.user;
-  over.ignore_runtime = f.ignore_runtime;
+  const isolator::Overrides over = OverridesOf(f);
   // What earlier runs that were killed left behind goes first.
   if (Status st = RecoverRuns(g); !st.ok()) spdlog::warn("recovering earlier containers: {}", st.error().message());
 
@@ -251,13 +257,7 @@ Status Bundle(const GlobalFlags& g, const std::string& image, const std::string&
   if (g.sandbox_directory.empty() || g.sandbox_directory[0] != '/')
     return Error(Errc::kInvalidArgument, "--sandbox-directory must be an absolute path");
   UCRFS_ASSIGN(auto backend, backends::ParseKind(f.backend));
-  isolator::Overrides over;
-  over.argv = f.args;
-  over.shell = f.shell;
-  over.command = f.command;
-  over.env = f.env;
-  over.user = f.user;
-  over.ignore_runtime = f.ignore_runtime;
+  const isolator::Overrides over = OverridesOf(f);
 
   UCRFS_TRY(MakeDirs(dir_arg, 0755));
   UCRFS_ASSIGN(std::string dir, RealDir(dir_arg));
