@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -16,39 +17,44 @@
 namespace ucrfs::index {
 namespace {
 
-// Downloads `layers` into staging with up to `parallel` workers. The first
-// error stops the remaining work and is returned.
-Status FetchLayers(fetch::ImageSource& source, Staging& staging, const std::vector<fetch::Descriptor>& layers,
-                   int parallel, std::atomic<uint64_t>& bytes) {
+// Runs fn(0) .. fn(n - 1) on up to `parallel` threads (the caller's one of
+// them). The first error stops the work not yet started and is returned.
+Status ParallelFor(size_t n, int parallel, const std::function<Status(size_t)>& fn) {
   std::atomic<size_t> next{0};
   std::mutex mu;
   Status first_error;  // guarded by mu
   std::atomic<bool> failed{false};
   auto worker = [&] {
-    for (size_t i; !failed && (i = next++) < layers.size();) {
-      const auto& desc = layers[i];
-      Status st = [&]() -> Status {
-        UCRFS_ASSIGN(auto writer, staging.NewBlob(desc));
-        UCRFS_TRY(source.GetBlob(desc, *writer));
-        UCRFS_TRY(writer->Finish());
-        bytes += writer->written();
-        return Ok();
-      }();
+    for (size_t i; !failed && (i = next++) < n;) {
+      Status st = fn(i);
       if (!st.ok()) {
         std::lock_guard lock(mu);
-        if (first_error.ok()) first_error = st;  // errors name the blob already
+        if (first_error.ok()) first_error = st;
         failed = true;
-      } else {
-        spdlog::info("fetched layer {} ({} bytes)", desc.digest.str(), desc.size);
       }
     }
   };
-  int n = std::max(1, std::min<int>(parallel, static_cast<int>(layers.size())));
+  size_t threads_wanted = std::min<size_t>(static_cast<size_t>(std::max(1, parallel)), n);
   std::vector<std::thread> threads;
-  for (int i = 1; i < n; ++i) threads.emplace_back(worker);
+  for (size_t i = 1; i < threads_wanted; ++i) threads.emplace_back(worker);
   worker();
   for (auto& t : threads) t.join();
   return first_error;
+}
+
+// Downloads `layers` into staging with up to `parallel` workers. The first
+// error stops the remaining work and is returned (errors name the blob).
+Status FetchLayers(fetch::ImageSource& source, Staging& staging, const std::vector<fetch::Descriptor>& layers,
+                   int parallel, std::atomic<uint64_t>& bytes) {
+  return ParallelFor(layers.size(), parallel, [&](size_t i) -> Status {
+    const auto& desc = layers[i];
+    UCRFS_ASSIGN(auto writer, staging.NewBlob(desc));
+    UCRFS_TRY(source.GetBlob(desc, *writer));
+    UCRFS_TRY(writer->Finish());
+    bytes += writer->written();
+    spdlog::info("fetched layer {} ({} bytes)", desc.digest.str(), desc.size);
+    return Ok();
+  });
 }
 
 // Plain gzip layers a lazy pull could index from a ucrfs index: not in the
@@ -145,7 +151,7 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
     }
   }
 
-  std::vector<fetch::Descriptor> missing;
+  std::vector<fetch::Descriptor> wanted;
   std::set<std::string> seen;
   for (const auto& l : img.parsed.layers) {
     if (!seen.insert(l.digest.str()).second) continue;  // a layer listed twice is fetched once
@@ -153,21 +159,30 @@ Result<PullResult> Pull(Store& store, fetch::ImageSource& source, const std::str
       ++out.blobs_reused;
       continue;
     }
-    if (opts.lazy) {
+    wanted.push_back(l);
+  }
+  // Lazy layers are indexed in parallel (each fetches its TOC or ucrfs
+  // index, parses it and writes it in a transaction of its own): a mount
+  // waits for the slowest layer rather than for all of them in turn.
+  enum class Kind { kDownload, kLazy, kRemote };
+  std::vector<Kind> kinds(wanted.size(), Kind::kDownload);
+  if (opts.lazy) {
+    UCRFS_TRY(ParallelFor(wanted.size(), std::max(1, opts.parallel), [&](size_t i) -> Status {
+      const auto& l = wanted[i];
       UCRFS_ASSIGN(auto lazy, IndexLazyLayer(store, source, l));
       if (lazy) {
-        ++out.layers_lazy;
-        continue;
+        kinds[i] = Kind::kLazy;
+      } else if (remote && WantsRemoteIndex(store, l) && IndexFromRemote(store, source, *remote, l)) {
+        kinds[i] = Kind::kRemote;
       }
-      if (remote && WantsRemoteIndex(store, l) && IndexFromRemote(store, source, *remote, l)) {
-        ++out.layers_lazy;
-        ++out.layers_remote_index;
-        continue;
-      }
-    }
-    {
-      missing.push_back(l);
-    }
+      return Ok();
+    }));
+  }
+  std::vector<fetch::Descriptor> missing;
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (kinds[i] == Kind::kDownload) missing.push_back(wanted[i]);
+    if (kinds[i] != Kind::kDownload) ++out.layers_lazy;
+    if (kinds[i] == Kind::kRemote) ++out.layers_remote_index;
   }
   std::atomic<uint64_t> bytes{0};
   UCRFS_TRY(FetchLayers(source, *staging, missing, opts.parallel, bytes));

@@ -12,7 +12,7 @@ namespace ucrfs::index {
 
 struct PullOptions {
   fetch::Platform platform = fetch::Platform::Host();
-  int parallel = 4;  // layer downloads at once
+  int parallel = 4;  // layers downloaded, or lazy layers indexed, at once
   // Index eStargz / zstd:chunked layers from their TOC instead of
   // downloading them (their bytes are fetched when first read).
   bool lazy = false;
