@@ -8,6 +8,7 @@
 
 #include "ucrfs/common/error.h"
 #include "ucrfs/fetch/source.h"
+#include "ucrfs/index/layers.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/provisioner/images.h"
 #include "ucrfs/provisioner/provisioner.h"
@@ -40,6 +41,7 @@ struct MountFlags {
   std::string record;            // where to write the mount's read trace, if anywhere
   int fetch_timeout_s = 30;      // a lazy read that cannot be fetched in this time fails with EIO
   uint64_t max_cache_size = 0;   // size limit of the store's chunk cache; 0: none
+  uint64_t read_ahead = index::LazyOptions{}.read_ahead;  // bytes fetched ahead of reads of eStargz layers
   std::string backend = "fuse";  // fuse, or overlay, copy, bind (backend_cmds.cc)
 };
 

@@ -86,6 +86,7 @@ nlohmann::json StatsJson(const index::FetchStats& s) {
           {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
           {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
           {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()},
+          {"readAheadChunks", s.read_ahead_chunks.load()},
           {"cacheBytes", s.cache_bytes.load()},       {"evictions", s.evictions.load()},
           {"mountBytes", s.mount_bytes.load()}};
 }
@@ -292,6 +293,7 @@ Status MountFuse(const GlobalFlags& g, const std::string& image, const std::stri
   lazy.opener = MakeOpener(ref, opts, m.fetch_timeout_s);
   lazy.prefetch = prefetch;
   lazy.cache = index::ChunkCache::Open(g.store + "/chunks", m.max_cache_size);
+  lazy.read_ahead = m.read_ahead;
   if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1, adopt);
 
   int fds[2];
@@ -457,8 +459,8 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   fmt::print("requests:          {}\n", j.value("requests", uint64_t{0}));
   fmt::print("bytes fetched:     {} (and {} before serving)\n", j.value("bytesFetched", uint64_t{0}),
              j.value("mountBytes", uint64_t{0}));
-  fmt::print("chunks fetched:    {} ({} in the background)\n", j.value("chunksFetched", uint64_t{0}),
-             j.value("prefetchedChunks", uint64_t{0}));
+  fmt::print("chunks fetched:    {} ({} in the background, {} read ahead)\n", j.value("chunksFetched", uint64_t{0}),
+             j.value("prefetchedChunks", uint64_t{0}), j.value("readAheadChunks", uint64_t{0}));
   fmt::print("chunk cache:       {} hits, {} misses ({:.1f}% hits)\n", hits, misses,
              hits + misses == 0 ? 100.0 : 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses));
   fmt::print("cache size:        {} bytes ({} pieces evicted)\n", j.value("cacheBytes", uint64_t{0}),

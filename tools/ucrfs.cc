@@ -81,6 +81,12 @@ int Main(int argc, char** argv) {
                     "Size limit of the store's chunk cache (e.g. 2G); least recently used pieces are removed "
                     "beyond it, and background fetching stops near it (default: no limit)")
       ->transform(CLI::AsSizeValue(false));
+  mount->add_option("--read-ahead", mf.read_ahead,
+                    "eStargz and zstd:chunked layers: once a read has fetched what it needs, fetch up to this "
+                    "much of what follows it in the layer in a request of its own, while the reader goes on "
+                    "(e.g. 512K; helps on fast links, costs on slow ones; 0: none)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   mount->add_option("--backend", mf.backend,
                     "fuse (a read-only FUSE mount served by a background process); overlay (layers unpacked once "
                     "into the store, overlaid, writable); copy (layers copied into MOUNTPOINT); bind (a "

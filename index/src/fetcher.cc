@@ -79,6 +79,13 @@ PieceFetcher::PieceFetcher(const Store& store, fetch::Descriptor layer, std::vec
 PieceFetcher::~PieceFetcher() {
   stop_ = true;
   if (prefetcher_.joinable()) prefetcher_.join();
+  std::thread read_ahead;
+  {
+    std::lock_guard lock(ra_mu_);
+    read_ahead = std::move(read_ahead_);
+  }
+  ra_cv_.notify_all();
+  if (read_ahead.joinable()) read_ahead.join();
 }
 
 Result<UniqueFd> PieceFetcher::OpenCached(size_t i) {
@@ -115,6 +122,7 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
       out = st.error();
       break;
     }
+    if (!run.empty()) ReadAheadAfter(run.back());
     if (auto fd = OpenCached(i); fd.ok()) {
       out = std::move(fd);
       break;
@@ -259,6 +267,42 @@ Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size
   auto data = source->GetBlobRange(layer_, offset, size);
   if (data.ok()) lazy_.stats->bytes_fetched += data->size();
   return data;
+}
+
+void PieceFetcher::ReadAheadAfter(size_t last) {
+  if (!neighbours_ || lazy_.read_ahead == 0 || last + 1 >= pieces_.size()) return;
+  {
+    std::lock_guard lock(ra_mu_);
+    if (stop_) return;
+    ra_after_ = last;
+    if (!read_ahead_.joinable()) read_ahead_ = std::thread([this] { RunReadAhead(); });
+  }
+  ra_cv_.notify_one();
+}
+
+// One read-ahead at a time per layer, for the latest read that fetched: a
+// request the reader's next read most likely waits on is not worth two.
+void PieceFetcher::RunReadAhead() {
+  const uint64_t window = lazy_.read_ahead;
+  for (;;) {
+    size_t after;
+    {
+      std::unique_lock lock(ra_mu_);
+      ra_cv_.wait(lock, [&] { return stop_ || ra_after_.has_value(); });
+      if (stop_) return;
+      after = *ra_after_;
+      ra_after_.reset();
+    }
+    if (lazy_.cache && lazy_.cache->NearlyFull()) continue;
+    std::vector<size_t> candidates;
+    for (size_t k = after + 1; k < pieces_.size() && k <= after + 256; ++k) candidates.push_back(k);
+    // A piece larger than the window alone (a gzip span) is not read ahead.
+    if (candidates.empty() || pieces_[candidates.front()].blob_size > window) continue;
+    std::vector<size_t> run = Claim(candidates, window, /*background=*/false);
+    if (run.empty()) continue;
+    Status st = FetchClaimed(run, /*background=*/false);
+    if (st.ok()) lazy_.stats->read_ahead_chunks += run.size();
+  }
 }
 
 void PieceFetcher::StartPrefetch(uint64_t landmark_end) {

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -94,6 +95,10 @@ class PieceFetcher {
   Status WaitOrOvertake(size_t i);
   Status Keep(size_t i, std::string_view compressed);
   Result<std::string> CompressedBytes(uint64_t offset, uint64_t size);
+  // Hands the read-ahead worker the piece after which to fetch ahead
+  // (replacing any hand-off it has not started on yet).
+  void ReadAheadAfter(size_t last);
+  void RunReadAhead();
   void RunPrefetch(uint64_t landmark_end);
   void PrefetchLandmark(uint64_t landmark_end);
   void PrefetchAll();
@@ -115,6 +120,11 @@ class PieceFetcher {
   std::map<std::string, std::shared_ptr<Flight>> flights_;  // by cache path; guarded by mu_
   // Pieces a read fetches ahead of the background request that has them.
   std::map<std::string, std::shared_ptr<Flight>> overtaking_;  // by cache path; guarded by mu_
+
+  std::mutex ra_mu_;
+  std::condition_variable ra_cv_;
+  std::optional<size_t> ra_after_;  // guarded by ra_mu_
+  std::thread read_ahead_;          // started by the first read that fetches; guarded by ra_mu_
 
   std::thread prefetcher_;  // started last, joined first
 };

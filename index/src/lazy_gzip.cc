@@ -29,11 +29,18 @@ constexpr uint64_t kDecodedChunk = 256 << 10;  // GzipRandomReader's unit of inf
 constexpr uint64_t kMaxReadAhead = 4 << 20;
 constexpr uint64_t kSequentialSlack = 2 << 20;
 
+// Spans are read ahead by LazyGzipReader, which knows how far a sequential
+// reader got; a span read ahead on its own would mostly wait for a window.
+LazyOptions WithoutReadAhead(LazyOptions lazy) {
+  lazy.read_ahead = 0;
+  return lazy;
+}
+
 class SpanInput final : public CompressedInput {
  public:
   SpanInput(const Store& store, const fetch::Descriptor& layer, std::vector<Piece> spans, const LazyOptions& lazy)
       : name_("layer " + layer.digest.str()), size_(static_cast<uint64_t>(layer.size)),
-        fetcher_(store, layer, std::move(spans), VerifySpan, lazy) {}
+        fetcher_(store, layer, std::move(spans), VerifySpan, WithoutReadAhead(lazy)) {}
 
   uint64_t size() const override { return size_; }
   const std::string& name() const override { return name_; }

@@ -553,6 +553,55 @@ class LazyMountTest(MountTestCase):
         for mp, store in reversed(mps):
             self.umount(mp, store=store)
 
+    def check_read_ahead(self, mode):
+        """With --read-ahead 512K, once a read has fetched, what follows it in
+        the layer comes in a request of its own: the directory's next small
+        files then read without the registry. Without it (the default) the
+        last of them still needs a request."""
+        d1 = self.conv[mode].layer(0)[0]
+        names = ["small/f%03d" % i for i in range(1, SMALL_COUNT)]  # f000 is empty: nothing to fetch
+        want = {n: rnd("small%d" % int(n[-3:]), (int(n[-3:]) * 37) % 3000) for n in names}
+        for ra in (None, "512K"):
+            label = "%s, --read-ahead %s" % (mode, ra or "default")
+            store = self.path("store-ra-%s" % (ra or "default"))
+            args = ("--prefetch", "none") + (("--read-ahead", ra) if ra else ())
+            _, mp = self.mount(self.image(mode), mp=self.mountpoint("ra-%s" % (ra or "default")), store=store,
+                               mount_args=args)
+            with open(os.path.join(mp, names[0]), "rb") as f:
+                self.assertEqual(f.read(), want[names[0]], label)
+            # The read-ahead runs after the read returned: wait until the
+            # registry has served nothing more for a second.
+            served, settled = -1, time.time() + 30
+            while time.time() < settled:
+                now = self.fake.served_bytes(d1, 0)
+                if now == served:
+                    break
+                served = now
+                time.sleep(1.0)
+            m = self.fake.mark()
+            with open(os.path.join(mp, names[-1]), "rb") as f:
+                self.assertEqual(f.read(), want[names[-1]], label)
+            later = self.fake.served_bytes(d1, m)
+            st = self.stats(mp)  # written at most every 500 ms: the wait above let it catch up
+            if ra is None:
+                self.assertGreater(later, 0, "%s: %s read without a request after %s" % (label, names[-1], names[0]))
+                self.assertEqual(st["readAheadChunks"], 0, st)
+            else:
+                self.assertEqual(later, 0, "%s: %s needed a request after %s: %s" % (
+                    label, names[-1], names[0], self.served_summary(d1, m)))
+                self.assertGreater(st["readAheadChunks"], 0, st)
+                for n in names:  # every one of them arrived intact
+                    with open(os.path.join(mp, n), "rb") as f:
+                        self.assertEqual(f.read(), want[n], "%s: %s" % (label, n))
+                self.assertEqual(self.fake.served_bytes(d1, m), 0, "%s: %s" % (label, self.served_summary(d1, m)))
+            self.umount(mp, store=store)
+
+    def test_read_ahead_estargz(self):
+        self.check_read_ahead("estargz")
+
+    def test_read_ahead_zstdchunked(self):
+        self.check_read_ahead("zstdchunked")
+
     def test_lazy_estargz(self):
         self.check_lazy("estargz")
 

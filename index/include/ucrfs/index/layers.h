@@ -69,6 +69,7 @@ struct FetchStats {
   std::atomic<uint64_t> fetch_errors{0};      // fetches that failed (read answered EIO)
   std::atomic<uint64_t> wait_ns{0};           // time on-demand reads spent waiting for fetches
   std::atomic<uint64_t> prefetched_chunks{0};  // chunks fetched in the background
+  std::atomic<uint64_t> read_ahead_chunks{0};  // chunks fetched ahead of reads (LazyOptions::read_ahead)
   std::atomic<int64_t> prefetch_running{0};     // layers whose background prefetch is under way
   std::atomic<uint64_t> cache_bytes{0};         // the chunk cache's size as this mount counts it
   std::atomic<uint64_t> evictions{0};           // pieces this mount removed from the chunk cache
@@ -96,6 +97,15 @@ struct LazyOptions {
   Prefetch prefetch = Prefetch::kAll;
   // The size limit of the store's chunk cache (chunk_cache.h); none when null.
   std::shared_ptr<ChunkCache> cache;
+  // Read-ahead: once a read has fetched what it needed, up to this many bytes
+  // of the missing pieces that follow in the layer are fetched at once, in a
+  // request of their own, while the reader goes on (the next small files of a
+  // directory usually follow in the blob). A read that then needs one of them
+  // waits for that request instead of making its own. 0: none, the default:
+  // it saves round trips where bandwidth is plentiful, and where it is not,
+  // the bytes it guesses wrong delay the reads that come next
+  // (docs/benchmarks.md).
+  uint64_t read_ahead = 0;
 };
 
 // Indexes the layer (its blob must be in the store) unless it already is.
