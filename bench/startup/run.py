@@ -20,8 +20,10 @@ containerd root or directory, and stops at the first line of its stdout:
   containerd     ctr pull --plain-http + ctr run --rm (overlayfs snapshotter, runc)
   ucrfs <format> ucrfs mount IMAGE MNT + chroot MNT python3 …; then
                  `ucrfs stats MNT --json` and umount. The lazy formats run
-                 twice: default prefetch (all: the rest is fetched in the
-                 background while the command runs) and --prefetch none.
+                 with the default prefetch (all: the rest is fetched in the
+                 background while the command runs), with --prefetch none,
+                 and replaying a trace recorded by one untimed run; eStargz
+                 also with --read-ahead 512K.
 Bytes fetched are what the registry served (its access log: manifests,
 configs, blobs, Ranges) between the timer's start and the end of the row;
 for ucrfs also its own count, `ucrfs stats` mountBytes + bytesFetched (read
@@ -74,6 +76,9 @@ TRACE = "{trace}"  # in a row's flags: the trace recorded for that row's image
 UCRFS_ROWS = (("gzip", "ucrfs lazy, gzip (unindexed: layers downloaded)", ()),
               ("eStargz", "ucrfs lazy, eStargz", ()),
               ("eStargz", "ucrfs lazy, eStargz, --prefetch none", ("--prefetch", "none")),
+              # What follows each fetching read in the layer, fetched in a
+              # request of its own while the command goes on.
+              ("eStargz", "ucrfs lazy, eStargz, --read-ahead 512K", ("--read-ahead", "512K")),
               ("indexed gzip", "ucrfs lazy, indexed gzip", ()),
               ("indexed gzip", "ucrfs lazy, indexed gzip, --prefetch none", ("--prefetch", "none")),
               # Replays of a trace recorded by one untimed run of the command
