@@ -25,7 +25,8 @@ constexpr uint64_t kMaxReadRequest = 16 << 20;
 // blob): fewer round trips for a few more bytes.
 constexpr uint64_t kNeighbours = 128 << 10;
 // The background fetch starts, and resumes, only once no read of the mount
-// has waited for the network for this long.
+// has waited for the network for this long, and no sooner than this after
+// it could first start (a workload's first reads come right after the mount).
 constexpr int64_t kQuietNs = 500'000'000;
 // Size of the background prefetch's requests: large enough to be efficient,
 // small enough that little is fetched twice when a read overtakes one.
@@ -344,12 +345,14 @@ void PieceFetcher::PrefetchLandmark(uint64_t landmark_end) {
 // reads have stopped waiting for the network for a moment (the container is
 // up), standing aside again whenever they wait.
 void PieceFetcher::PrefetchAll() {
+  const int64_t opened_ns = NowNs();
   std::vector<size_t> order(pieces_.size());
   for (size_t k = 0; k < order.size(); ++k) order[k] = k;
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return pieces_[a].blob_offset < pieces_[b].blob_offset; });
   for (size_t pos = 0; pos < order.size();) {
-    while (!stop_ && (lazy_.stats->reads_waiting > 0 || NowNs() - lazy_.stats->last_wait_ns.load() < kQuietNs)) {
+    while (!stop_ && (lazy_.stats->reads_waiting > 0 ||
+                      NowNs() - std::max(opened_ns, lazy_.stats->last_wait_ns.load()) < kQuietNs)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     if (stop_) return;
