@@ -19,6 +19,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -276,28 +277,112 @@ Result<TocLocation> ParseZstdFooter(std::string_view tail, uint64_t blob_size) {
 }
 
 // ---------------------------------------------------------------------------
-// TOC JSON.
+// TOC JSON. It is read with nlohmann's SAX parser, without a DOM (a TOC of
+// 30,000 entries would be 30,000 std::maps, whose building and freeing cost
+// more than everything else here): TocSax fills one flat TocJsonEntry per
+// element of the top-level "entries" array and hands it to TocAssembler,
+// which checks it and turns it into a TarEntry at once. What is read is what
+// a JSON object holds: a repeated key's last value wins, xattrs come in name
+// order, and a value of the wrong type is quoted as nlohmann's dump() writes
+// it.
 
 // A failure inside one TOC entry, naming it.
 Error Bad(size_t i, std::string_view name, std::string_view msg, Errc code = Errc::kMalformed) {
   return Error(code, fmt::format("TOC entry #{} {}: {}", i, Quote(name), msg));
 }
 
-Result<std::string> Str(const Json& e, const char* key) {
-  auto it = e.find(key);
-  if (it == e.end() || it->is_null()) return std::string();
-  if (!it->is_string()) return Error(Errc::kMalformed, fmt::format("'{}' is not a string", key));
-  return it->get<std::string>();
+// One known member of a TOC entry, as the JSON gave it.
+struct JsonField {
+  enum class Kind : uint8_t { kAbsent, kString, kUnsigned, kOther };  // kAbsent: missing or null
+  Kind kind = Kind::kAbsent;
+  bool numeric = false;  // read with Num: a value of another type keeps its dump() for the message
+  uint64_t num = 0;      // kUnsigned
+  std::string str;       // kString (its buffer is reused from entry to entry)
+  std::string dump;      // kOther, numeric fields only: the value as nlohmann's dump() writes it
+};
+
+// The members of one TOC entry that are read; the others are skipped.
+struct TocJsonEntry {
+  enum class Xattrs : uint8_t { kAbsent, kObject, kOther };  // kAbsent: missing or null
+
+  TocJsonEntry() {
+    for (JsonField* f : {&size, &mode, &uid, &gid, &dev_major, &dev_minor, &offset, &end_offset, &chunk_offset,
+                         &chunk_size, &inner_offset}) {
+      f->numeric = true;
+    }
+  }
+  void Clear() {
+    for (JsonField* f : {&name, &type, &size, &mode, &uid, &gid, &modtime, &link_name, &dev_major, &dev_minor,
+                         &offset, &end_offset, &chunk_offset, &chunk_size, &inner_offset, &chunk_digest, &digest}) {
+      f->kind = JsonField::Kind::kAbsent;
+    }
+    xattrs_kind = Xattrs::kAbsent;
+    xattrs.clear();
+  }
+  // The field for a member name; nullptr for "xattrs" and unknown members.
+  JsonField* Find(std::string_view k) {
+    switch (k.size()) {
+      case 3:
+        if (k == "uid") return &uid;
+        if (k == "gid") return &gid;
+        break;
+      case 4:
+        if (k == "name") return &name;
+        if (k == "type") return &type;
+        if (k == "size") return &size;
+        if (k == "mode") return &mode;
+        break;
+      case 6:
+        if (k == "offset") return &offset;
+        if (k == "digest") return &digest;
+        break;
+      case 7:
+        if (k == "modtime") return &modtime;
+        break;
+      case 8:
+        if (k == "linkName") return &link_name;
+        if (k == "devMajor") return &dev_major;
+        if (k == "devMinor") return &dev_minor;
+        break;
+      case 9:
+        if (k == "endOffset") return &end_offset;
+        if (k == "chunkSize") return &chunk_size;
+        break;
+      case 11:
+        if (k == "chunkOffset") return &chunk_offset;
+        if (k == "innerOffset") return &inner_offset;
+        if (k == "chunkDigest") return &chunk_digest;
+        break;
+      default:
+        break;
+    }
+    return nullptr;
+  }
+
+  JsonField name, type, size, mode, uid, gid, modtime, link_name, dev_major, dev_minor, offset, end_offset,
+      chunk_offset, chunk_size, inner_offset, chunk_digest, digest;
+  Xattrs xattrs_kind = Xattrs::kAbsent;
+  // In member order, repeats included; a value that is not a string is nullopt.
+  std::vector<std::pair<std::string, std::optional<std::string>>> xattrs;
+};
+
+// A string field; absent or null means "". The view is into `f`.
+Result<std::string_view> Str(const JsonField& f, const char* key) {
+  if (f.kind == JsonField::Kind::kAbsent) return std::string_view();
+  if (f.kind != JsonField::Kind::kString) return Error(Errc::kMalformed, fmt::format("'{}' is not a string", key));
+  return std::string_view(f.str);
 }
 
 // A non-negative integer field; absent (Go's omitempty) means 0.
-Result<uint64_t> Num(const Json& e, const char* key, uint64_t max = kMaxSize) {
-  auto it = e.find(key);
-  if (it == e.end() || it->is_null()) return uint64_t{0};
-  if (!it->is_number_unsigned() || it->get<uint64_t>() > max) {
-    return Error(Errc::kMalformed, fmt::format("'{}' is not an integer in [0, {}]: {}", key, max, it->dump()));
+Result<uint64_t> Num(const JsonField& f, const char* key, uint64_t max = kMaxSize) {
+  if (f.kind == JsonField::Kind::kAbsent) return uint64_t{0};
+  if (f.kind != JsonField::Kind::kUnsigned || f.num > max) {
+    std::string dump = f.kind == JsonField::Kind::kUnsigned ? Json(f.num).dump()
+                       : f.kind == JsonField::Kind::kString ? Json(f.str).dump()
+                                                             : f.dump;
+    return Error(Errc::kMalformed, fmt::format("'{}' is not an integer in [0, {}]: {}", key, max, dump));
   }
-  return it->get<uint64_t>();
+  return f.num;
 }
 
 int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {  // proleptic Gregorian, 1970-01-01 = 0
@@ -365,23 +450,24 @@ struct RawChunk {
   std::optional<Digest> digest;
 };
 
-// A regular file (or a dropped landmark) and its pieces, in TOC order.
+// A regular file (or a dropped landmark) and where its pieces are in the
+// list of every file's pieces, in TOC order.
 struct FileChunks {
   size_t entry = SIZE_MAX;  // index in Toc::entries; SIZE_MAX for entries not in the tree
-  std::string path;
+  std::string hidden_path;  // the path of an entry not in the tree (the others' is in Toc::entries)
   uint64_t size = 0;
   uint64_t end_offset = 0;  // zstd:chunked: end of the file's last frame (0 = not given)
   std::optional<Digest> file_digest;
-  std::vector<RawChunk> raw;
+  size_t raw_begin = 0, raw_end = 0;
 };
 
-Result<RawChunk> ReadRawChunk(const Json& e) {
+Result<RawChunk> ReadRawChunk(const TocJsonEntry& e) {
   RawChunk c;
-  UCRFS_ASSIGN(c.offset, Num(e, "offset"));
-  UCRFS_ASSIGN(c.chunk_offset, Num(e, "chunkOffset"));
-  UCRFS_ASSIGN(c.chunk_size, Num(e, "chunkSize"));
-  UCRFS_ASSIGN(c.inner_offset, Num(e, "innerOffset"));
-  UCRFS_ASSIGN(std::string d, Str(e, "chunkDigest"));
+  UCRFS_ASSIGN(c.offset, Num(e.offset, "offset"));
+  UCRFS_ASSIGN(c.chunk_offset, Num(e.chunk_offset, "chunkOffset"));
+  UCRFS_ASSIGN(c.chunk_size, Num(e.chunk_size, "chunkSize"));
+  UCRFS_ASSIGN(c.inner_offset, Num(e.inner_offset, "innerOffset"));
+  UCRFS_ASSIGN(std::string_view d, Str(e.chunk_digest, "chunkDigest"));
   if (!d.empty()) {
     auto parsed = Digest::Parse(d);
     if (!parsed.ok()) return Error(Errc::kMalformed, "bad 'chunkDigest': " + parsed.error().message());
@@ -402,21 +488,21 @@ Result<EntryType> MapTocType(std::string_view t) {
 }
 
 // The metadata of one non-chunk entry, checked as TarReader checks a header.
-Status FillEntry(const Json& j, EntryType type, TarEntry* e) {
+Status FillEntry(const TocJsonEntry& j, EntryType type, TarEntry* e) {
   e->type = type;
   if (e->path.empty() && type != EntryType::kDir) return Error(Errc::kMalformed, "empty path for a non-directory");
-  UCRFS_ASSIGN(uint64_t mode, Num(j, "mode", UINT32_MAX));
+  UCRFS_ASSIGN(uint64_t mode, Num(j.mode, "mode", UINT32_MAX));
   e->mode = static_cast<uint32_t>(mode) & 07777;  // Go's tar.Header.Mode may carry c_ISDIR etc.; the type is `type`
-  UCRFS_ASSIGN(e->uid, Num(j, "uid", UINT32_MAX));
-  UCRFS_ASSIGN(e->gid, Num(j, "gid", UINT32_MAX));
-  UCRFS_ASSIGN(std::string mtime, Str(j, "modtime"));
+  UCRFS_ASSIGN(e->uid, Num(j.uid, "uid", UINT32_MAX));
+  UCRFS_ASSIGN(e->gid, Num(j.gid, "gid", UINT32_MAX));
+  UCRFS_ASSIGN(std::string_view mtime, Str(j.modtime, "modtime"));
   if (!mtime.empty()) {
     UCRFS_TRY(ParseModTime(mtime, e));
   }
   if (type == EntryType::kFile) {
-    UCRFS_ASSIGN(e->size, Num(j, "size"));
+    UCRFS_ASSIGN(e->size, Num(j.size, "size"));
   }
-  UCRFS_ASSIGN(std::string link, Str(j, "linkName"));
+  UCRFS_ASSIGN(std::string_view link, Str(j.link_name, "linkName"));
   if (type == EntryType::kHardlink) {
     auto target = NormalizeTarPath(link);
     if (!target.ok() || target->empty()) {
@@ -425,22 +511,29 @@ Status FillEntry(const Json& j, EntryType type, TarEntry* e) {
     }
     e->link_target = std::move(*target);
   } else if (type == EntryType::kSymlink) {
-    if (link.empty() || link.find('\0') != std::string::npos) {
+    if (link.empty() || link.find('\0') != std::string_view::npos) {
       return Error(Errc::kMalformed, "empty symlink target or NUL byte in it");
     }
-    e->link_target = std::move(link);
+    e->link_target = std::string(link);
   }
   if (type == EntryType::kCharDev || type == EntryType::kBlockDev) {
-    UCRFS_ASSIGN(uint64_t major, Num(j, "devMajor", UINT32_MAX));
-    UCRFS_ASSIGN(uint64_t minor, Num(j, "devMinor", UINT32_MAX));
+    UCRFS_ASSIGN(uint64_t major, Num(j.dev_major, "devMajor", UINT32_MAX));
+    UCRFS_ASSIGN(uint64_t minor, Num(j.dev_minor, "devMinor", UINT32_MAX));
     e->dev_major = static_cast<uint32_t>(major);
     e->dev_minor = static_cast<uint32_t>(minor);
   }
-  auto xa = j.find("xattrs");
-  if (xa != j.end() && !xa->is_null()) {
-    if (!xa->is_object()) return Error(Errc::kMalformed, "'xattrs' is not an object");
-    for (const auto& [name, value] : xa->items()) {  // values are base64 in both formats (Go's []byte, and c/storage)
-      auto raw = value.is_string() ? Base64Decode(value.get<std::string>()) : std::nullopt;
+  if (j.xattrs_kind == TocJsonEntry::Xattrs::kOther) return Error(Errc::kMalformed, "'xattrs' is not an object");
+  if (!j.xattrs.empty()) {
+    // As a JSON object held them: in name order, a repeated name's last value.
+    std::vector<size_t> order(j.xattrs.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return j.xattrs[a].first < j.xattrs[b].first; });
+    for (size_t k = 0; k < order.size(); ++k) {
+      if (k + 1 < order.size() && j.xattrs[order[k + 1]].first == j.xattrs[order[k]].first) continue;
+      const auto& [name, value] = j.xattrs[order[k]];
+      // Values are base64 in both formats (Go's []byte, and c/storage).
+      auto raw = value ? Base64Decode(*value) : std::nullopt;
       if (name.empty() || !raw) return Error(Errc::kMalformed, "bad xattr " + Quote(name) + ": not base64");
       e->xattrs.emplace_back(name, std::move(*raw));
     }
@@ -450,12 +543,14 @@ Status FillEntry(const Json& j, EntryType type, TarEntry* e) {
 
 // Turns a file's pieces into Chunks covering [0, size) exactly. `bounds`
 // holds every piece's start in the blob and the TOC's start, sorted: a
-// piece's compressed bytes run to the next distinct one.
-Result<std::vector<Chunk>> BuildChunks(const FileChunks& f, const std::vector<uint64_t>& bounds) {
+// piece's compressed bytes run to the next distinct one. The digests are
+// moved out of `f`.
+Result<std::vector<Chunk>> BuildChunks(FileChunks& f, std::span<RawChunk> raw, const std::vector<uint64_t>& bounds) {
   std::vector<Chunk> out;
+  out.reserve(raw.size());
   uint64_t expect = 0;
-  for (size_t k = 0; k < f.raw.size(); ++k) {
-    const RawChunk& r = f.raw[k];
+  for (size_t k = 0; k < raw.size(); ++k) {
+    RawChunk& r = raw[k];
     if (r.chunk_offset != expect) {
       return Error(Errc::kMalformed,
                    fmt::format("chunk #{} starts at file offset {}, not {}: its chunks leave a {}", k,
@@ -469,22 +564,15 @@ Result<std::vector<Chunk>> BuildChunks(const FileChunks& f, const std::vector<ui
       return Error(Errc::kMalformed, fmt::format("chunk #{} ({} bytes at {}) runs past the file's {} bytes", k, len,
                                                  expect, f.size));
     }
-    Chunk c;
-    c.file_offset = expect;
-    c.size = len;
-    c.blob_offset = r.offset;
-    c.inner_offset = r.inner_offset;
     uint64_t end = *std::upper_bound(bounds.begin(), bounds.end(), r.offset);  // the TOC start is always above
-    if (k + 1 == f.raw.size() && f.end_offset > r.offset) end = std::min(end, f.end_offset);
-    c.blob_size = end - r.offset;
-    if (r.digest) {
-      c.digest = *r.digest;
-    } else if (f.raw.size() == 1 && f.file_digest) {
-      c.digest = *f.file_digest;  // a one-piece file: its whole-file digest is the chunk's
-    } else {
+    if (k + 1 == raw.size() && f.end_offset > r.offset) end = std::min(end, f.end_offset);
+    // A one-piece file without a chunkDigest: its whole-file digest is the chunk's.
+    std::optional<Digest>& digest = r.digest || raw.size() != 1 ? r.digest : f.file_digest;
+    if (!digest) {
       return Error(Errc::kMalformed, fmt::format("chunk #{} has no chunkDigest: its bytes could not be verified", k));
     }
-    out.push_back(std::move(c));
+    // Every member given: `Chunk c;` would hash "" for the default digest.
+    out.push_back(Chunk{expect, len, r.offset, end - r.offset, r.inner_offset, std::move(*digest)});
     expect += len;
   }
   if (expect != f.size) {
@@ -493,118 +581,485 @@ Result<std::vector<Chunk>> BuildChunks(const FileChunks& f, const std::vector<ui
   return out;
 }
 
-// Builds the Toc from its JSON. `toc_start` is where the TOC begins in the
-// blob: every chunk must lie before it.
-Result<Toc> BuildToc(const std::string& text, uint64_t toc_start) {
-  Json doc = Json::parse(text);
-  if (!doc.is_object()) return Error(Errc::kMalformed, "TOC is not a JSON object");
-  auto ver = doc.find("version");
-  if (ver == doc.end() || !ver->is_number_integer() || ver->get<int64_t>() != 1) {
-    return Error(Errc::kUnsupported, "TOC version " + (ver == doc.end() ? std::string("missing") : ver->dump()) +
-                                         " (only 1 is known)");
+// Builds a Toc from the TOC's entries, one at a time as the parser completes
+// them. `toc_start` is where the TOC begins in the blob: every chunk must lie
+// before it. The first failing entry's error is kept and later entries are
+// not looked at (the parser still reads them: invalid JSON anywhere is
+// reported before it).
+class TocAssembler {
+ public:
+  explicit TocAssembler(uint64_t toc_start) : toc_start_(toc_start) {}
+
+  // Another "entries" member: as with a repeated key in a JSON object, the
+  // last one is the TOC's.
+  void Restart() { *this = TocAssembler(toc_start_); }
+
+  void AddNonObject() {
+    size_t idx = next_++;
+    if (!error_) error_ = Bad(idx, "", "not a JSON object");
   }
-  auto list = doc.find("entries");
-  if (list == doc.end() || !(list->is_array() || list->is_null())) {
-    return Error(Errc::kMalformed, "TOC has no 'entries' array");
+
+  void Add(const TocJsonEntry& j) {
+    size_t idx = next_++;
+    if (error_) return;
+    Status st = AddEntry(idx, j);
+    if (!st.ok()) error_ = st.error();
   }
-  Toc toc;
-  std::vector<FileChunks> files;
-  FileChunks* cur = nullptr;  // the file the next "chunk" entries continue
-  std::optional<uint64_t> prefetch;
-  bool no_prefetch = false;
-  static const Json kNoEntries = Json::array();
-  const Json& listed = *list;
-  size_t i = 0;
-  for (const Json& j : listed.is_array() ? listed : kNoEntries) {
-    size_t idx = i++;
-    if (!j.is_object()) return Bad(idx, "", "not a JSON object");
-    auto name = Str(j, "name");
-    auto type = Str(j, "type");
-    if (!name.ok()) return Bad(idx, "", name.error().message());
-    if (!type.ok()) return Bad(idx, *name, type.error().message());
-    if (*type == "chunk") {
-      // Later pieces of the file just before; older writers leave the name out.
-      if (!cur) return Bad(idx, *name, "chunk entry not after a non-empty regular file");
-      if (!name->empty()) {
-        auto p = NormalizeTarPath(*name);
-        if (!p.ok() || *p != cur->path) return Bad(idx, *name, "chunk entry does not continue " + Quote(cur->path));
+
+  Result<Toc> Finish() &&;
+
+ private:
+  Status AddEntry(size_t idx, const TocJsonEntry& j);
+  const std::string& PathOf(const FileChunks& f) const {
+    return f.entry == SIZE_MAX ? f.hidden_path : toc_.entries[f.entry].path;
+  }
+
+  uint64_t toc_start_;
+  Toc toc_;
+  std::vector<FileChunks> files_;
+  std::vector<RawChunk> raw_;  // every file's pieces, file after file
+  FileChunks* cur_ = nullptr;  // the file the next "chunk" entries continue: the last in files_
+  std::optional<uint64_t> prefetch_;
+  bool no_prefetch_ = false;
+  size_t next_ = 0;  // index of the next entry
+  std::optional<Error> error_;
+};
+
+Status TocAssembler::AddEntry(size_t idx, const TocJsonEntry& j) {
+  auto name = Str(j.name, "name");
+  auto type = Str(j.type, "type");
+  if (!name.ok()) return Bad(idx, "", name.error().message());
+  if (!type.ok()) return Bad(idx, *name, type.error().message());
+  if (*type == "chunk") {
+    // Later pieces of the file just before; older writers leave the name out.
+    if (!cur_) return Bad(idx, *name, "chunk entry not after a non-empty regular file");
+    if (!name->empty()) {
+      auto p = NormalizeTarPath(*name);
+      if (!p.ok() || *p != PathOf(*cur_)) {
+        return Bad(idx, *name, "chunk entry does not continue " + Quote(PathOf(*cur_)));
       }
+    }
+    auto raw = ReadRawChunk(j);
+    if (!raw.ok()) return Bad(idx, *name, raw.error().message());
+    raw_.push_back(std::move(*raw));
+    cur_->raw_end = raw_.size();
+    return Ok();
+  }
+  cur_ = nullptr;
+  auto etype = MapTocType(*type);
+  if (!etype.ok()) return Bad(idx, *name, etype.error().message());
+  auto path = NormalizeTarPath(*name);
+  if (!path.ok()) return Bad(idx, *name, path.error().message());
+  TarEntry e;
+  e.path = std::move(*path);
+  Status st = FillEntry(j, *etype, &e);
+  if (!st.ok()) return Bad(idx, *name, st.error().message(), st.error().code());
+  // Landmarks and the TOC's own entry describe the layer, not the tree.
+  bool landmark = e.path == kPrefetchLandmark || e.path == kNoPrefetchLandmark;
+  bool hidden = landmark || e.path == kTocTarName;
+  if (landmark) {
+    auto off = Num(j.offset, "offset");
+    if (!off.ok()) return Bad(idx, *name, off.error().message());
+    if (*off >= toc_start_) return Bad(idx, *name, fmt::format("landmark offset {} is not before the TOC", *off));
+    if (e.path == kNoPrefetchLandmark) no_prefetch_ = true;
+    else prefetch_ = *off;
+  }
+  if (e.type == EntryType::kFile) {
+    FileChunks f;
+    f.entry = hidden ? SIZE_MAX : toc_.entries.size();
+    if (hidden) f.hidden_path = e.path;
+    f.size = e.size;
+    auto end = Num(j.end_offset, "endOffset");
+    auto digest = Str(j.digest, "digest");
+    if (!end.ok()) return Bad(idx, *name, end.error().message());
+    if (!digest.ok()) return Bad(idx, *name, digest.error().message());
+    f.end_offset = *end;
+    if (!digest->empty()) {
+      auto d = Digest::Parse(*digest);
+      if (!d.ok()) return Bad(idx, *name, "bad 'digest': " + d.error().message());
+      f.file_digest = std::move(*d);
+    }
+    if (f.size > 0) {  // an empty file has no data, whatever offsets it carries
       auto raw = ReadRawChunk(j);
       if (!raw.ok()) return Bad(idx, *name, raw.error().message());
-      cur->raw.push_back(std::move(*raw));
-      continue;
+      f.raw_begin = raw_.size();
+      raw_.push_back(std::move(*raw));
+      f.raw_end = raw_.size();
     }
-    cur = nullptr;
-    auto etype = MapTocType(*type);
-    if (!etype.ok()) return Bad(idx, *name, etype.error().message());
-    auto path = NormalizeTarPath(*name);
-    if (!path.ok()) return Bad(idx, *name, path.error().message());
-    TarEntry e;
-    e.path = std::move(*path);
-    Status st = FillEntry(j, *etype, &e);
-    if (!st.ok()) return Bad(idx, *name, st.error().message(), st.error().code());
-    // Landmarks and the TOC's own entry describe the layer, not the tree.
-    bool landmark = e.path == kPrefetchLandmark || e.path == kNoPrefetchLandmark;
-    bool hidden = landmark || e.path == kTocTarName;
-    if (landmark) {
-      auto off = Num(j, "offset");
-      if (!off.ok()) return Bad(idx, *name, off.error().message());
-      if (*off >= toc_start) return Bad(idx, *name, fmt::format("landmark offset {} is not before the TOC", *off));
-      if (e.path == kNoPrefetchLandmark) no_prefetch = true;
-      else prefetch = *off;
-    }
-    if (e.type == EntryType::kFile) {
-      FileChunks f;
-      f.entry = hidden ? SIZE_MAX : toc.entries.size();
-      f.path = e.path;
-      f.size = e.size;
-      auto end = Num(j, "endOffset");
-      auto digest = Str(j, "digest");
-      if (!end.ok()) return Bad(idx, *name, end.error().message());
-      if (!digest.ok()) return Bad(idx, *name, digest.error().message());
-      f.end_offset = *end;
-      if (!digest->empty()) {
-        auto d = Digest::Parse(*digest);
-        if (!d.ok()) return Bad(idx, *name, "bad 'digest': " + d.error().message());
-        f.file_digest = std::move(*d);
-      }
-      if (f.size > 0) {  // an empty file has no data, whatever offsets it carries
-        auto raw = ReadRawChunk(j);
-        if (!raw.ok()) return Bad(idx, *name, raw.error().message());
-        f.raw.push_back(std::move(*raw));
-      }
-      files.push_back(std::move(f));
-      if (files.back().size > 0) cur = &files.back();
-    }
-    // `cur` points into `files`; nothing is added to `files` until the next
-    // non-chunk entry resets it.
-    if (!hidden) toc.entries.push_back(std::move(e));
+    files_.push_back(std::move(f));
+    if (files_.back().size > 0) cur_ = &files_.back();
   }
-  toc.prefetch_end = no_prefetch ? 0 : prefetch.value_or(0);
+  // `cur_` points into `files_`; nothing is added to `files_` until the next
+  // non-chunk entry resets it.
+  if (!hidden) toc_.entries.push_back(std::move(e));
+  return Ok();
+}
 
-  std::vector<uint64_t> bounds{toc_start};
-  for (const FileChunks& f : files) {
-    for (const RawChunk& r : f.raw) {
-      if (r.offset >= toc_start) {
+Result<Toc> TocAssembler::Finish() && {
+  if (error_) return *error_;
+  toc_.prefetch_end = no_prefetch_ ? 0 : prefetch_.value_or(0);
+
+  std::vector<uint64_t> bounds;
+  bounds.reserve(raw_.size() + 1);
+  bounds.push_back(toc_start_);
+  for (const FileChunks& f : files_) {
+    for (size_t k = f.raw_begin; k < f.raw_end; ++k) {
+      if (raw_[k].offset >= toc_start_) {
         return Error(Errc::kMalformed, fmt::format("TOC: chunk of {} at blob offset {} is not before the TOC at {}",
-                                                   Quote(f.path), r.offset, toc_start));
+                                                   Quote(PathOf(f)), raw_[k].offset, toc_start_));
       }
-      bounds.push_back(r.offset);
+      bounds.push_back(raw_[k].offset);
     }
-    if (f.end_offset > toc_start) {
+    if (f.end_offset > toc_start_) {
       return Error(Errc::kMalformed, fmt::format("TOC: {} ends at blob offset {}, past the TOC at {}",
-                                                 Quote(f.path), f.end_offset, toc_start));
+                                                 Quote(PathOf(f)), f.end_offset, toc_start_));
     }
   }
   std::sort(bounds.begin(), bounds.end());
   bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
-  for (const FileChunks& f : files) {
+  for (FileChunks& f : files_) {
     if (f.entry == SIZE_MAX) continue;
-    auto chunks = BuildChunks(f, bounds);
-    if (!chunks.ok()) return chunks.error().Wrap("TOC: " + Quote(f.path));
-    toc.chunks.emplace(f.entry, std::move(*chunks));
+    auto chunks = BuildChunks(f, std::span(raw_).subspan(f.raw_begin, f.raw_end - f.raw_begin), bounds);
+    if (!chunks.ok()) return chunks.error().Wrap("TOC: " + Quote(PathOf(f)));
+    toc_.chunks.emplace_hint(toc_.chunks.end(), f.entry, std::move(*chunks));
   }
-  return toc;
+  return std::move(toc_);
+}
+
+// A JSON value read by the SAX parser into a DOM: the few values a message
+// quotes ("version", a number field of the wrong type), as dump() writes them.
+class JsonCapture {
+ public:
+  void Begin() {
+    value_ = Json();
+    open_.clear();
+  }
+  void Key(std::string& k) { key_ = std::move(k); }
+  void Scalar(Json v) { *Slot() = std::move(v); }
+  void Start(bool object) {
+    Json* slot = Slot();
+    *slot = object ? Json::object() : Json::array();
+    open_.push_back(slot);
+  }
+  // Closes the innermost container; true when that completes the value.
+  bool End() {
+    open_.pop_back();
+    return open_.empty();
+  }
+  Json& value() { return value_; }
+
+ private:
+  // Where the next value goes. An open container's address is stable: only
+  // its own members are added until it is closed.
+  Json* Slot() {
+    if (open_.empty()) return &value_;
+    Json* top = open_.back();
+    if (top->is_array()) return &top->emplace_back();
+    return &(*top)[key_];  // a repeated key: the last value wins
+  }
+
+  Json value_;
+  std::vector<Json*> open_;
+  std::string key_;
+};
+
+// The SAX handler: follows the document's shape, hands each element of the
+// top-level "entries" to the assembler, keeps "version", and skips every
+// other member whatever it holds.
+class TocSax final : public nlohmann::json_sax<Json> {
+ public:
+  enum class EntriesKind : uint8_t { kAbsent, kArray, kNull, kOther };
+
+  explicit TocSax(TocAssembler* out) : out_(out) {}
+
+  bool null() override { return OnScalar({Value::kNull}); }
+  bool boolean(bool v) override { return OnScalar({Value::kBool, v}); }
+  bool number_integer(number_integer_t v) override { return OnScalar({Value::kInt, false, v}); }
+  bool number_unsigned(number_unsigned_t v) override { return OnScalar({Value::kUnsigned, false, 0, v}); }
+  bool number_float(number_float_t v, const string_t&) override { return OnScalar({Value::kFloat, false, 0, 0, v}); }
+  bool string(string_t& v) override { return OnScalar({Value::kString, false, 0, 0, 0, &v}); }
+  bool binary(binary_t&) override { return OnScalar({Value::kOther}); }  // not in JSON text
+  bool start_object(std::size_t) override { return OnStart(true); }
+  bool start_array(std::size_t) override { return OnStart(false); }
+  bool end_object() override { return OnEnd(); }
+  bool end_array() override { return OnEnd(); }
+  bool key(string_t& k) override;
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) override {
+    error_ = ex.what();
+    return false;
+  }
+
+  const std::string& error() const { return error_; }
+  bool root_is_object() const { return root_is_object_; }
+  const std::optional<Json>& version() const { return version_; }
+  EntriesKind entries() const { return entries_; }
+
+ private:
+  // Where the parser is: the next value or key belongs to...
+  enum class At : uint8_t {
+    kRoot,     // the document
+    kTop,      // the top-level object
+    kEntries,  // the "entries" array
+    kEntry,    // an element of it
+    kXattrs,   // that element's "xattrs"
+    kDone,     // nothing: the document is complete
+  };
+  enum class TopKey : uint8_t { kOther, kVersion, kEntries };
+
+  struct Value {
+    enum Kind : uint8_t { kNull, kBool, kInt, kUnsigned, kFloat, kString, kOther } kind;
+    bool b = false;
+    int64_t i = 0;
+    uint64_t u = 0;
+    double f = 0;
+    std::string* s = nullptr;
+
+    Json ToJson() const {
+      switch (kind) {
+        case kBool: return Json(b);
+        case kInt: return Json(i);
+        case kUnsigned: return Json(u);
+        case kFloat: return Json(f);
+        case kString: return Json(*s);
+        default: return Json();
+      }
+    }
+  };
+
+  bool OnScalar(const Value& v);
+  bool OnStart(bool object);
+  bool OnEnd();
+  void SetField(const Value& v);
+  // Reads the value that starts here into capture_, for `field` (nullptr: for "version").
+  void Capture(JsonField* field, bool object) {
+    capture_.Begin();
+    capture_.Start(object);
+    capture_field_ = field;
+    capturing_ = true;
+  }
+  void EndCapture() {
+    capturing_ = false;
+    if (capture_field_) capture_field_->dump = capture_.value().dump();
+    else version_ = std::move(capture_.value());
+  }
+
+  TocAssembler* out_;
+  At at_ = At::kRoot;
+  size_t skip_ = 0;  // > 0: inside a value being skipped, this deep
+  bool capturing_ = false;
+  JsonCapture capture_;
+  JsonField* capture_field_ = nullptr;
+  TopKey top_key_ = TopKey::kOther;
+  JsonField* field_ = nullptr;  // kEntry: the member being read; nullptr for xattrs and unknown members
+  bool field_is_xattrs_ = false;
+  TocJsonEntry entry_;
+
+  std::string error_;
+  bool root_is_object_ = false;
+  std::optional<Json> version_;
+  EntriesKind entries_ = EntriesKind::kAbsent;
+};
+
+bool TocSax::key(string_t& k) {
+  if (skip_ > 0) return true;
+  if (capturing_) {
+    capture_.Key(k);
+    return true;
+  }
+  switch (at_) {
+    case At::kTop:
+      top_key_ = k == "version" ? TopKey::kVersion : k == "entries" ? TopKey::kEntries : TopKey::kOther;
+      break;
+    case At::kEntry:
+      field_ = entry_.Find(k);
+      field_is_xattrs_ = !field_ && k == "xattrs";
+      break;
+    case At::kXattrs:
+      entry_.xattrs.emplace_back(k, std::nullopt);
+      break;
+    default:
+      break;
+  }
+  return true;
+}
+
+void TocSax::SetField(const Value& v) {
+  if (field_is_xattrs_) {
+    entry_.xattrs.clear();
+    entry_.xattrs_kind = v.kind == Value::kNull ? TocJsonEntry::Xattrs::kAbsent : TocJsonEntry::Xattrs::kOther;
+    return;
+  }
+  if (!field_) return;
+  JsonField& f = *field_;
+  switch (v.kind) {
+    case Value::kNull:
+      f.kind = JsonField::Kind::kAbsent;
+      break;
+    case Value::kString:
+      f.kind = JsonField::Kind::kString;
+      f.str.assign(*v.s);  // into the field's own buffer, reused by the next entry
+      break;
+    case Value::kUnsigned:
+      f.kind = JsonField::Kind::kUnsigned;
+      f.num = v.u;
+      break;
+    default:
+      f.kind = JsonField::Kind::kOther;
+      if (f.numeric) f.dump = v.ToJson().dump();
+      break;
+  }
+}
+
+bool TocSax::OnScalar(const Value& v) {
+  if (skip_ > 0) return true;
+  if (capturing_) {
+    capture_.Scalar(v.ToJson());
+    return true;
+  }
+  switch (at_) {
+    case At::kRoot:
+      at_ = At::kDone;  // not an object
+      break;
+    case At::kTop:
+      if (top_key_ == TopKey::kVersion) {
+        version_ = v.ToJson();
+      } else if (top_key_ == TopKey::kEntries) {
+        out_->Restart();
+        entries_ = v.kind == Value::kNull ? EntriesKind::kNull : EntriesKind::kOther;
+      }
+      break;
+    case At::kEntries:
+      out_->AddNonObject();
+      break;
+    case At::kEntry:
+      SetField(v);
+      break;
+    case At::kXattrs:
+      if (v.kind == Value::kString) entry_.xattrs.back().second = *v.s;
+      break;
+    case At::kDone:
+      break;
+  }
+  return true;
+}
+
+bool TocSax::OnStart(bool object) {
+  if (skip_ > 0) {
+    ++skip_;
+    return true;
+  }
+  if (capturing_) {
+    capture_.Start(object);
+    return true;
+  }
+  switch (at_) {
+    case At::kRoot:
+      if (object) {
+        root_is_object_ = true;
+        at_ = At::kTop;
+      } else {
+        skip_ = 1;
+        at_ = At::kDone;
+      }
+      break;
+    case At::kTop:
+      if (top_key_ == TopKey::kVersion) {
+        Capture(nullptr, object);
+      } else if (top_key_ == TopKey::kEntries) {
+        out_->Restart();
+        if (object) {
+          entries_ = EntriesKind::kOther;
+          skip_ = 1;
+        } else {
+          entries_ = EntriesKind::kArray;
+          at_ = At::kEntries;
+        }
+      } else {
+        skip_ = 1;
+      }
+      break;
+    case At::kEntries:
+      if (object) {
+        entry_.Clear();
+        at_ = At::kEntry;
+      } else {
+        out_->AddNonObject();
+        skip_ = 1;
+      }
+      break;
+    case At::kEntry:
+      if (field_is_xattrs_) {
+        entry_.xattrs.clear();
+        if (object) {
+          entry_.xattrs_kind = TocJsonEntry::Xattrs::kObject;
+          at_ = At::kXattrs;
+        } else {
+          entry_.xattrs_kind = TocJsonEntry::Xattrs::kOther;
+          skip_ = 1;
+        }
+      } else if (field_) {
+        field_->kind = JsonField::Kind::kOther;
+        if (field_->numeric) Capture(field_, object);
+        else skip_ = 1;
+      } else {
+        skip_ = 1;
+      }
+      break;
+    case At::kXattrs:  // a value that is not a string: the xattr stays nullopt
+    case At::kDone:
+      skip_ = 1;
+      break;
+  }
+  return true;
+}
+
+bool TocSax::OnEnd() {
+  if (skip_ > 0) {
+    --skip_;
+    return true;
+  }
+  if (capturing_) {
+    if (capture_.End()) EndCapture();
+    return true;
+  }
+  switch (at_) {
+    case At::kTop:
+      at_ = At::kDone;
+      break;
+    case At::kEntries:
+      at_ = At::kTop;
+      break;
+    case At::kEntry:
+      out_->Add(entry_);
+      at_ = At::kEntries;
+      break;
+    case At::kXattrs:
+      at_ = At::kEntry;
+      break;
+    default:
+      break;
+  }
+  return true;
+}
+
+// Builds the Toc from its JSON. `toc_start` is where the TOC begins in the
+// blob: every chunk must lie before it.
+Result<Toc> BuildToc(const std::string& text, uint64_t toc_start) {
+  TocAssembler assembler(toc_start);
+  TocSax sax(&assembler);
+  if (!Json::sax_parse(text, &sax)) {
+    return Error(Errc::kMalformed, fmt::format("TOC is not valid JSON: {}", sax.error()));
+  }
+  if (!sax.root_is_object()) return Error(Errc::kMalformed, "TOC is not a JSON object");
+  const std::optional<Json>& ver = sax.version();
+  if (!ver || !ver->is_number_integer() || ver->get<int64_t>() != 1) {
+    return Error(Errc::kUnsupported, "TOC version " + (!ver ? std::string("missing") : ver->dump()) +
+                                         " (only 1 is known)");
+  }
+  if (sax.entries() != TocSax::EntriesKind::kArray && sax.entries() != TocSax::EntriesKind::kNull) {
+    return Error(Errc::kMalformed, "TOC has no 'entries' array");
+  }
+  return std::move(assembler).Finish();
 }
 
 // eStargz: the TOC member is a gzip'd tar whose one entry is the JSON.

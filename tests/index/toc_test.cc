@@ -5,6 +5,8 @@
 // producers, or real blobs patched byte by byte.
 #include "ucrfs/index/toc.h"
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -627,6 +629,276 @@ TEST_F(TocZstdChunked, AlteredOrShortChunksAreRefused) {
   got = DecodeChunk(TocFormat::kZstdChunked, c, std::string_view(l.blob).substr(c.blob_offset, c.blob_size / 2));
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.error().code(), Errc::kMalformed) << got.error().message();
+}
+
+// ---- the TOC's JSON ----------------------------------------------------
+// TOCs written here as JSON text (repeated keys, odd types) and given to
+// ParseToc as a zstd:chunked manifest, verified by the JSON's digest.
+
+constexpr uint64_t kManifestOffset = uint64_t{1} << 30;
+const std::string kHex = std::string(64, 'a');
+const std::string kDigest = "sha256:" + kHex;
+
+Result<Toc> FromJson(const std::string& json) {
+  std::string z(ZSTD_compressBound(json.size()), '\0');
+  size_t n = ZSTD_compress(z.data(), z.size(), json.data(), json.size(), 1);
+  EXPECT_FALSE(ZSTD_isError(n));
+  z.resize(n);
+  TocLocation loc;
+  loc.format = TocFormat::kZstdChunked;
+  loc.offset = kManifestOffset;
+  loc.size = z.size();
+  loc.uncompressed_size = json.size();
+  return ParseToc(loc, z, Digest::Sha256Of(json));
+}
+
+// A TOC of these entries (JSON objects, comma-separated).
+Result<Toc> FromEntries(const std::string& entries) {
+  return FromJson(R"({"version":1,"entries":[)" + entries + "]}");
+}
+
+// A regular file of 3 bytes at blob offset `offset`, with `extra` members.
+std::string Reg(const std::string& name, const std::string& extra = "", uint64_t offset = 100) {
+  return fmt::format(R"({{"name":"{}","type":"reg","size":3,"offset":{},"chunkDigest":"{}"{}{}}})", name, offset,
+                     kDigest, extra.empty() ? "" : ",", extra);
+}
+
+std::string ErrorOf(const Result<Toc>& toc) { return toc.ok() ? "(no error)" : toc.error().message(); }
+
+TEST(TocJson, UnknownMembersAreSkippedWhateverTheyHold) {
+  // Unknown members hold what known ones would: if any of it were read, the
+  // entries, names, sizes or version would change, or the TOC would fail.
+  const std::string decoy = R"({"name":"evil","type":"reg","size":"bad","version":2,)"
+                            R"("entries":[{"name":"evil2","type":"dir"}],"xattrs":5,"deep":[[[{"mode":-1}]]]})";
+  auto toc = FromJson(R"({"before":)" + decoy + R"(,"version":1,"list":[)" + decoy + "," + decoy +
+                      R"(],"entries":[)" + R"({"name":"d","annotations":)" + decoy + R"(,"type":"dir","mode":493,)" +
+                      R"("more":[)" + decoy + R"(,[1,[2,[3]]],{},[],null,"s",-1,1.5,true],"uid":7},)" +
+                      Reg("d/f", R"("chunkType":{"nested":)" + decoy + R"(},"mode":420)") + R"(],"after":)" + decoy +
+                      R"(,"version2":[)" + decoy + "]}");
+  ASSERT_TRUE(toc.ok()) << toc.error().message();
+  ASSERT_EQ(toc->entries.size(), 2u);
+  EXPECT_EQ(toc->entries[0].path, "d");
+  EXPECT_EQ(toc->entries[0].type, EntryType::kDir);
+  EXPECT_EQ(toc->entries[0].mode, 0755u);
+  EXPECT_EQ(toc->entries[0].uid, 7u);
+  EXPECT_TRUE(toc->entries[0].xattrs.empty());
+  EXPECT_EQ(toc->entries[1].path, "d/f");
+  EXPECT_EQ(toc->entries[1].type, EntryType::kFile);
+  EXPECT_EQ(toc->entries[1].size, 3u);
+  EXPECT_EQ(toc->entries[1].mode, 0644u);
+  ASSERT_EQ(toc->chunks.at(1).size(), 1u);
+  EXPECT_EQ(toc->chunks.at(1)[0].blob_offset, 100u);
+  EXPECT_EQ(toc->chunks.at(1)[0].digest.str(), kDigest);
+}
+
+TEST(TocJson, KnownMembersOfTheWrongTypeAreRefusedAsBefore) {
+  const std::string max = "72057594037927936";  // kMaxSize, 2^56
+  struct Case {
+    std::string entry, message;
+  };
+  const Case cases[] = {
+      {R"({"name":5,"type":"dir"})", "TOC entry #0 '': 'name' is not a string"},
+      {R"({"name":"d","type":{"t":"dir"}})", "TOC entry #0 'd': 'type' is not a string"},
+      {R"({"name":"d","type":"dir","linkName":["x"]})", "TOC entry #0 'd': 'linkName' is not a string"},
+      {R"({"name":"d","type":"dir","modtime":0})", "TOC entry #0 'd': 'modtime' is not a string"},
+      {Reg("f", R"("digest":1)"), "TOC entry #0 'f': 'digest' is not a string"},
+      {Reg("f", R"("chunkDigest":true)"), "TOC entry #0 'f': 'chunkDigest' is not a string"},
+      {R"({"name":"f","type":"reg","size":"12"})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: \"12\""},
+      {R"({"name":"f","type":"reg","size":-1})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: -1"},
+      {R"({"name":"f","type":"reg","size":-0})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: 0"},
+      {R"({"name":"f","type":"reg","size":1.5})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: 1.5"},
+      {R"({"name":"f","type":"reg","size":3.0})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: 3.0"},
+      {R"({"name":"f","type":"reg","size":18446744073709551616})",
+       "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: 1.8446744073709552e+19"},
+      {R"({"name":"f","type":"reg","size":72057594037927937})",
+       "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: 72057594037927937"},
+      {R"({"name":"f","type":"reg","size":[1,{"b":null,"a":"x"}]})",
+       "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: [1,{\"a\":\"x\",\"b\":null}]"},
+      {R"({"name":"f","type":"reg","size":{}})", "TOC entry #0 'f': 'size' is not an integer in [0, " + max + "]: {}"},
+      {R"({"name":"d","type":"dir","mode":4294967296})",
+       "TOC entry #0 'd': 'mode' is not an integer in [0, 4294967295]: 4294967296"},
+      {R"({"name":"d","type":"dir","uid":true})", "TOC entry #0 'd': 'uid' is not an integer in [0, 4294967295]: true"},
+      {R"({"name":"d","type":"dir","gid":"0"})", "TOC entry #0 'd': 'gid' is not an integer in [0, 4294967295]: \"0\""},
+      {R"({"name":"n","type":"char","devMajor":-1})",
+       "TOC entry #0 'n': 'devMajor' is not an integer in [0, 4294967295]: -1"},
+      {R"({"name":"n","type":"block","devMinor":[]})",
+       "TOC entry #0 'n': 'devMinor' is not an integer in [0, 4294967295]: []"},
+      {Reg("f", R"("offset":"5")"), "TOC entry #0 'f': 'offset' is not an integer in [0, " + max + "]: \"5\""},
+      {Reg("f", R"("endOffset":false)"), "TOC entry #0 'f': 'endOffset' is not an integer in [0, " + max + "]: false"},
+      {Reg("f", R"("chunkOffset":-2)"), "TOC entry #0 'f': 'chunkOffset' is not an integer in [0, " + max + "]: -2"},
+      {Reg("f", R"("chunkSize":0.5)"), "TOC entry #0 'f': 'chunkSize' is not an integer in [0, " + max + "]: 0.5"},
+      {Reg("f", R"("innerOffset":{"x":[1]})"),
+       "TOC entry #0 'f': 'innerOffset' is not an integer in [0, " + max + "]: {\"x\":[1]}"},
+      {R"({"name":"d","type":"dir","xattrs":[]})", "TOC entry #0 'd': 'xattrs' is not an object"},
+      {R"({"name":"d","type":"dir","xattrs":"dXNlcg=="})", "TOC entry #0 'd': 'xattrs' is not an object"},
+      // Only the members an entry's type reads are checked.
+      {R"({"name":"d","type":"dir","size":"x","devMajor":-1,"offset":[],"digest":5}, 7)",
+       "TOC entry #1 '': not a JSON object"},
+  };
+  for (const Case& c : cases) {
+    auto toc = FromEntries(c.entry);
+    ASSERT_FALSE(toc.ok()) << c.entry;
+    EXPECT_EQ(toc.error().code(), Errc::kMalformed) << c.entry;
+    EXPECT_EQ(toc.error().message(), c.message) << c.entry;
+  }
+  // null is as good as absent.
+  auto toc = FromEntries(R"({"name":"d","type":"dir","mode":null,"uid":null,"linkName":null,"modtime":null,)"
+                         R"("xattrs":null,"size":null})");
+  ASSERT_TRUE(toc.ok()) << toc.error().message();
+  EXPECT_EQ(toc->entries.at(0).mode, 0u);
+  EXPECT_EQ(toc->entries.at(0).mtime_sec, 0);
+}
+
+TEST(TocJson, XattrsAreBase64StringsInNameOrder) {
+  auto toc = FromEntries(R"({"name":"d","type":"dir","xattrs":{"user.b":"Yg==","user.a":"YQ==","trusted.c":""}})");
+  ASSERT_TRUE(toc.ok()) << toc.error().message();
+  EXPECT_EQ(toc->entries.at(0).xattrs, (std::vector<std::pair<std::string, std::string>>{
+                                           {"trusted.c", ""}, {"user.a", "a"}, {"user.b", "b"}}));
+  for (const char* value : {"5", "null", "true", R"({"v":"YQ=="})", R"(["YQ=="])", R"("!!")"}) {
+    auto bad = FromEntries(fmt::format(R"({{"name":"d","type":"dir","xattrs":{{"user.a":"YQ==","user.x":{}}}}})",
+                                       value));
+    ASSERT_FALSE(bad.ok()) << value;
+    EXPECT_EQ(bad.error().code(), Errc::kMalformed);
+    EXPECT_EQ(bad.error().message(), "TOC entry #0 'd': bad xattr 'user.x': not base64") << value;
+  }
+  auto unnamed = FromEntries(R"({"name":"d","type":"dir","xattrs":{"":"YQ=="}})");
+  EXPECT_EQ(ErrorOf(unnamed), "TOC entry #0 'd': bad xattr '': not base64");
+}
+
+TEST(TocJson, EntriesMayBeNullButNotMissing) {
+  auto none = FromJson(R"({"version":1,"entries":null})");
+  ASSERT_TRUE(none.ok()) << none.error().message();
+  EXPECT_TRUE(none->entries.empty());
+  EXPECT_TRUE(none->chunks.empty());
+  auto empty = FromJson(R"({"entries":[],"version":1})");
+  ASSERT_TRUE(empty.ok()) << empty.error().message();
+  EXPECT_TRUE(empty->entries.empty());
+  for (const char* json : {R"({"version":1})", R"({"version":1,"entries":{}})", R"({"version":1,"entries":5})",
+                           R"({"version":1,"entries":"[]"})", R"({"version":1,"Entries":[]})"}) {
+    auto toc = FromJson(json);
+    ASSERT_FALSE(toc.ok()) << json;
+    EXPECT_EQ(toc.error().code(), Errc::kMalformed) << json;
+    EXPECT_EQ(toc.error().message(), "TOC has no 'entries' array") << json;
+  }
+}
+
+TEST(TocJson, RepeatedKeysTakeTheLastValue) {
+  // As a JSON object holds them (nlohmann's, which the TOC was first read into).
+  auto toc = FromEntries(R"({"name":"a","type":"dir","name":"b","mode":"x","mode":448},)" +
+                         Reg("f", R"("size":"bad","size":2,"chunkDigest":"no","chunkDigest":")" + kDigest + "\"") +
+                         R"(,{"name":"x","type":"dir","xattrs":{"user.a":"!!"},"xattrs":{"user.b":5,"user.b":"Yg=="}},)"
+                         R"({"name":"y","type":"dir","xattrs":{"user.a":"!!"},"xattrs":null})");
+  ASSERT_TRUE(toc.ok()) << toc.error().message();
+  ASSERT_EQ(toc->entries.size(), 4u);
+  EXPECT_EQ(toc->entries[0].path, "b");
+  EXPECT_EQ(toc->entries[0].mode, 0700u);
+  EXPECT_EQ(toc->entries[1].size, 2u);
+  EXPECT_EQ(toc->entries[2].xattrs, (std::vector<std::pair<std::string, std::string>>{{"user.b", "b"}}));
+  EXPECT_TRUE(toc->entries[3].xattrs.empty());
+
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir","mode":448,"mode":-1})")),
+            "TOC entry #0 'd': 'mode' is not an integer in [0, 4294967295]: -1");
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir","xattrs":{"user.a":"YQ=="},"xattrs":[]})")),
+            "TOC entry #0 'd': 'xattrs' is not an object");
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir","xattrs":{"user.a":"YQ==","user.a":null}})")),
+            "TOC entry #0 'd': bad xattr 'user.a': not base64");
+
+  // The document's own members too: the last "version", the last "entries".
+  EXPECT_TRUE(FromJson(R"({"version":2,"entries":[],"version":1})").ok());
+  EXPECT_EQ(ErrorOf(FromJson(R"({"version":1,"entries":[],"version":2})")), "TOC version 2 (only 1 is known)");
+  auto last = FromJson(R"({"version":1,"entries":[5,{"name":"a","type":"dir"}],"entries":[{"name":"b","type":"dir"}]})");
+  ASSERT_TRUE(last.ok()) << last.error().message();
+  ASSERT_EQ(last->entries.size(), 1u);
+  EXPECT_EQ(last->entries[0].path, "b");
+  auto nulled = FromJson(R"({"version":1,"entries":[{"name":"a","type":"dir"}],"entries":null})");
+  ASSERT_TRUE(nulled.ok()) << nulled.error().message();
+  EXPECT_TRUE(nulled->entries.empty());
+  EXPECT_EQ(ErrorOf(FromJson(R"({"version":1,"entries":[{"name":"a","type":"dir"}],"entries":{}})")),
+            "TOC has no 'entries' array");
+}
+
+TEST(TocJson, EntriesThatAreNotObjectsAreRefusedByIndex) {
+  for (const char* bad : {"5", "null", "\"x\"", "true", "[]", R"([{"name":"a","type":"dir"}])"}) {
+    auto toc = FromEntries(std::string(R"({"name":"d","type":"dir","skip":[{},[{}]]},{"name":"e","type":"dir"},)") +
+                           bad + R"(,{"name":"f","type":"nonsense"})");
+    ASSERT_FALSE(toc.ok()) << bad;
+    EXPECT_EQ(toc.error().code(), Errc::kMalformed) << bad;
+    EXPECT_EQ(toc.error().message(), "TOC entry #2 '': not a JSON object") << bad;
+  }
+  // The first bad entry is the one reported, with its index and name.
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir"},[[{"name":"z","type":"?"}]],{"name":"q","type":"?"},)"
+                                R"({"name":"r","type":"?"})")),
+            "TOC entry #1 '': not a JSON object");
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir"},{"name":"q","type":"?"},5)")),
+            "TOC entry #1 'q': unknown entry type '?'");
+}
+
+TEST(TocJson, DocumentLevelErrorsComeFirst) {
+  // Invalid JSON anywhere, even after a bad entry, is what is reported.
+  for (const char* json : {R"({"version":1,"entries":[5]} x)", R"({"version":1,"entries":[{"name":"a","type":"?"})",
+                           R"({"version":1,"entries":[{"name":"a","type":"?"}],})", R"({"version":2,"entries":[1e999]})",
+                           R"({"version":1,"entries":[],"x":[1,]})", "", "{\"version\":1,\"entries\":[\"\xff\"]}"}) {
+    auto toc = FromJson(json);
+    ASSERT_FALSE(toc.ok()) << json;
+    EXPECT_EQ(toc.error().code(), Errc::kMalformed) << json;
+    EXPECT_EQ(toc.error().message().rfind("TOC is not valid JSON: [json.exception.", 0), 0u) << ErrorOf(toc);
+  }
+  for (const char* json : {"[]", "5", "null", R"("{}")", R"([{"version":1,"entries":[]}])"}) {
+    EXPECT_EQ(ErrorOf(FromJson(json)), "TOC is not a JSON object") << json;
+  }
+  // Then the version, wherever it is, before any entry.
+  struct Case {
+    const char* json;
+    const char* message;
+  };
+  for (const Case& c : std::initializer_list<Case>{
+           {R"({"entries":[5]})", "TOC version missing (only 1 is known)"},
+           {R"({"entries":[5],"version":2})", "TOC version 2 (only 1 is known)"},
+           {R"({"version":"1","entries":[]})", "TOC version \"1\" (only 1 is known)"},
+           {R"({"version":1.0,"entries":[]})", "TOC version 1.0 (only 1 is known)"},
+           {R"({"version":null,"entries":[]})", "TOC version null (only 1 is known)"},
+           {R"({"version":-1,"entries":[]})", "TOC version -1 (only 1 is known)"},
+           {R"({"version":[1],"entries":[]})", "TOC version [1] (only 1 is known)"},
+           {R"({"version":{"b":[1,{}],"a":true},"entries":[]})",
+            "TOC version {\"a\":true,\"b\":[1,{}]} (only 1 is known)"},
+       }) {
+    auto toc = FromJson(c.json);
+    ASSERT_FALSE(toc.ok()) << c.json;
+    EXPECT_EQ(toc.error().code(), Errc::kUnsupported) << c.json;
+    EXPECT_EQ(toc.error().message(), c.message);
+  }
+  // Then the entries, in order; then what needs all of them (chunks' bounds).
+  EXPECT_EQ(ErrorOf(FromJson(R"({"entries":[5],"version":1})")), "TOC entry #0 '': not a JSON object");
+  EXPECT_EQ(ErrorOf(FromEntries(Reg("f", "", kManifestOffset) + R"(,{"name":"g","type":"?"})")),
+            "TOC entry #1 'g': unknown entry type '?'");
+  EXPECT_EQ(ErrorOf(FromEntries(Reg("f", "", kManifestOffset))),
+            fmt::format("TOC: chunk of 'f' at blob offset {} is not before the TOC at {}", kManifestOffset,
+                        kManifestOffset - 8));
+}
+
+TEST(TocJson, ChunkEntriesContinueTheFileBefore) {
+  const std::string d2 = "sha256:" + std::string(64, 'b');
+  auto toc = FromEntries(R"({"name":"big","type":"reg","size":10,"offset":100,"chunkSize":4,"chunkDigest":")" +
+                         kDigest + R"(","digest":")" + d2 + R"("},)" +
+                         R"({"type":"chunk","offset":200,"chunkOffset":4,"chunkSize":4,"chunkDigest":")" + d2 +
+                         R"(","x":{"name":"other"}},)" +
+                         R"({"name":"./big","type":"chunk","offset":300,"chunkOffset":8,"chunkDigest":")" + kDigest +
+                         R"("},)" + Reg("small", "", 400));
+  ASSERT_TRUE(toc.ok()) << toc.error().message();
+  ASSERT_EQ(toc->entries.size(), 2u);
+  const auto& chunks = toc->chunks.at(0);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[0].blob_size, 100u);
+  EXPECT_EQ(chunks[1].digest.str(), d2);
+  EXPECT_EQ(chunks[2].file_offset, 8u);
+  EXPECT_EQ(chunks[2].size, 2u);
+  EXPECT_EQ(chunks[2].blob_size, 100u);
+  EXPECT_EQ(toc->chunks.at(1).at(0).blob_size, kManifestOffset - 8 - 400);
+  EXPECT_EQ(ErrorOf(FromEntries(R"({"name":"d","type":"dir"},{"type":"chunk","offset":1,"chunkDigest":")" + kDigest +
+                                R"("})")),
+            "TOC entry #1 '': chunk entry not after a non-empty regular file");
+  EXPECT_EQ(ErrorOf(FromEntries(Reg("f") + R"(,{"name":"g","type":"chunk","offset":1,"chunkOffset":3})")),
+            "TOC entry #1 'g': chunk entry does not continue 'f'");
 }
 
 // ---- annotations -------------------------------------------------------
