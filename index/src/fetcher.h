@@ -9,6 +9,9 @@
 //    larger request: it fetches the piece it needs on its own);
 //  * coalescing: a read that needs several missing pieces lying next to each
 //    other in the blob fetches them with one request;
+//  * read-ahead (LazyOptions::read_ahead): after a read's fetch, the missing
+//    pieces that follow it, in a request of their own that later reads wait
+//    on rather than repeat;
 //  * background prefetch: the .prefetch.landmark region in one request, then
 //    (Prefetch::kAll) every missing piece in blob order, in requests of a few
 //    MiB, pausing while on-demand reads wait for the network and stopping
