@@ -200,6 +200,25 @@ class IndexPushTest(MountTestCase):
     def mount(self, image, mp=None, store=None, mount_args=("--prefetch", "none"), **kw):
         return super().mount(image, mp=mp, store=store, mount_args=mount_args, **kw)
 
+    def fake_with_layer_index(self, layer_index_digest, raw, name):
+        """A fake registry serving the artifact with the layer index blob
+        `layer_index_digest` replaced by `raw` (an uncompressed index),
+        zstd-compressed as `index push` writes it."""
+        with open(self.path(name + ".raw"), "wb") as f:
+            f.write(raw)
+        run(["zstd", "-q", "-f", self.path(name + ".raw"), "-o", self.path(name + ".zst")])
+        with open(self.path(name + ".zst"), "rb") as f:
+            blob = f.read()
+        art = json.loads(self.artifact)
+        for l in art["layers"]:
+            if l["digest"] == layer_index_digest:
+                l["digest"], l["size"] = sha256_digest(blob), len(blob)
+        blobs = dict(self.artifact_blobs)
+        blobs[sha256_digest(blob)] = blob
+        reg = self.new_fake(json.dumps(art).encode(), blobs)
+        self.addCleanup(reg.stop)
+        return reg
+
     def blob_in_store(self, digest, store=None):
         return os.path.exists(os.path.join(store or self.store, "blobs", "sha256", digest.split(":", 1)[1]))
 
@@ -369,20 +388,7 @@ class IndexPushTest(MountTestCase):
         # its span before it needs one).
         for pos in marks[2:]:
             out[pos:pos + len(lie)] = lie
-        with open(self.path("lying.raw"), "wb") as f:
-            f.write(out)
-        run(["zstd", "-q", "-f", self.path("lying.raw"), "-o", self.path("lying.zst")])
-        with open(self.path("lying.zst"), "rb") as f:
-            blob = f.read()
-        art = json.loads(self.artifact)
-        for l in art["layers"]:
-            if l["digest"] == desc["digest"]:
-                l["digest"], l["size"] = sha256_digest(blob), len(blob)
-        body = json.dumps(art).encode()
-        blobs = dict(self.artifact_blobs)
-        blobs[sha256_digest(blob)] = blob
-        reg = self.new_fake(body, blobs)
-        self.addCleanup(reg.stop)
+        reg = self.fake_with_layer_index(desc["digest"], out, "lying")
         _, mp = self.mount(self.image(reg=reg))
         self.assertFalse(self.blob_in_store(self.layers[0]["digest"]))
         got, _ = TL.LazyMountTest.bounded_read(self, os.path.join(mp, TL.MOTD))
@@ -420,20 +426,7 @@ class IndexPushTest(MountTestCase):
         raw = bytearray(idx["raw"])
         self.assertEqual(raw[8], 2)
         raw[8] = 1
-        with open(self.path("v1.raw"), "wb") as f:
-            f.write(raw)
-        run(["zstd", "-q", "-f", self.path("v1.raw"), "-o", self.path("v1.zst")])
-        with open(self.path("v1.zst"), "rb") as f:
-            blob = f.read()
-        art = json.loads(self.artifact)
-        for l in art["layers"]:
-            if l["digest"] == idx["desc"]["digest"]:
-                l["digest"], l["size"] = sha256_digest(blob), len(blob)
-        body = json.dumps(art).encode()
-        blobs = dict(self.artifact_blobs)
-        blobs[sha256_digest(blob)] = blob
-        reg = self.new_fake(body, blobs)
-        self.addCleanup(reg.stop)
+        reg = self.fake_with_layer_index(idx["desc"]["digest"], raw, "v1")
         res, mp = self.mount(self.image(reg=reg))
         self.assertRegex(res.stderr, r"version 1", res.stderr)
         self.assertTrue(self.blob_in_store(d1), "the layer with a version 1 index was not downloaded")
