@@ -74,15 +74,26 @@ Result<int> Connect(const std::string& path) {
   return fd;
 }
 
-// Answers one "adopt": the connection's fd and the INIT request.
-Status HandOver(int conn, int fuse_fd, const std::string& init) {
-  iovec iov{const_cast<char*>(init.data()), init.size()};
+// One message of one buffer with room for one passed fd (SCM_RIGHTS).
+struct FdMessage {
+  FdMessage(void* data, size_t size) : iov{data, size} {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+
+  iovec iov;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+};
+
+// Answers one "adopt": the connection's fd and the INIT request.
+Status HandOver(int conn, int fuse_fd, const std::string& init) {
+  FdMessage m(const_cast<char*>(init.data()), init.size());
+  msghdr& msg = m.msg;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -230,13 +241,8 @@ Result<Adopted> AdoptFromKeeper(const std::string& path) {
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0) out.keeper_pid = cred.pid;
   if (Status st = Send(fd, kAdopt); !st.ok()) return fail(st.error());
   std::string buf(kMaxMessage, '\0');
-  iovec iov{buf.data(), buf.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  FdMessage m(buf.data(), buf.size());
+  msghdr& msg = m.msg;
   ssize_t n;
   do {
     n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
