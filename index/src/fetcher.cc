@@ -297,7 +297,7 @@ void PieceFetcher::RunReadAhead() {
     if (lazy_.cache && lazy_.cache->NearlyFull()) continue;
     std::vector<size_t> candidates;
     for (size_t k = after + 1; k < pieces_.size() && k <= after + 256; ++k) candidates.push_back(k);
-    // A piece larger than the window alone (a gzip span) is not read ahead.
+    // A piece larger than the window alone (a big file's chunk) is not read ahead.
     if (candidates.empty() || pieces_[candidates.front()].blob_size > window) continue;
     std::vector<size_t> run = Claim(candidates, window, /*background=*/false);
     if (run.empty()) continue;
