@@ -204,6 +204,8 @@ Result<DockerConfig> DockerConfig::Parse(std::string_view text) {
   } catch (const json::parse_error& e) {
     // e.what() quotes the input near the error, which may be a secret.
     return BadConfig(fmt::format("invalid JSON at byte {}", e.byte));
+  } catch (const json::out_of_range&) {
+    return BadConfig("invalid JSON: a number out of range");
   }
   if (!doc.is_object()) return BadConfig("not a JSON object");
   DockerConfig cfg;

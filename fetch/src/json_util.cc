@@ -29,6 +29,8 @@ Result<json> ParseJsonObject(std::string_view text, std::string_view doc) {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     return Error(Errc::kMalformed, fmt::format("malformed {}: invalid JSON at byte {}", doc, e.byte));
+  } catch (const json::out_of_range&) {  // a number too large for a double
+    return Error(Errc::kMalformed, fmt::format("malformed {}: invalid JSON: a number out of range", doc));
   }
   if (!j.is_object()) return Error(Errc::kMalformed, fmt::format("malformed {}: not a JSON object", doc));
   return j;

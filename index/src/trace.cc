@@ -134,6 +134,8 @@ Result<Trace> ParseTrace(std::string_view text) {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     return Bad(fmt::format("invalid JSON at byte {}", e.byte));
+  } catch (const nlohmann::json::out_of_range&) {  // a number too large for a double
+    return Bad("invalid JSON: a number out of range");
   }
   if (!j.is_object()) return Bad("not a JSON object");
   auto version = j.find("version");

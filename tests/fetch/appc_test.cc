@@ -143,6 +143,7 @@ TEST(AppcManifestTest, Refusals) {
   const std::string head = R"("acVersion": "0.8.11", "name": "x")";
   Case cases[] = {
       {R"({"acKind": "PodManifest", )" + head + "}", "acKind"},
+      {R"({"acKind": "ImageManifest", )" + head + R"(, "app": {"user": 1e400}})", "a number out of range"},
       {"{" + head + "}", "acKind"},
       {R"({"acKind": "ImageManifest", "name": "x"})", "acVersion"},
       {R"({"acKind": "ImageManifest", "acVersion": "0.8.11", "name": "Bad Name"})", "name"},

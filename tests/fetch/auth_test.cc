@@ -208,6 +208,11 @@ TEST(DockerConfigTest, BadEntriesNameTheKeyButNotTheSecret) {
   auto not_json = DockerConfig::Parse(R"({"auths": {"x": {"auth": "hunter2secret")");
   ASSERT_FALSE(not_json.ok());
   EXPECT_EQ(not_json.error().message().find("hunter2secret"), std::string::npos) << not_json.error().message();
+  auto huge = DockerConfig::Parse(R"({"auths": {"x": {"auth": "hunter2secret", "n": 1e400}}})");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.error().code(), Errc::kMalformed);
+  EXPECT_NE(huge.error().message().find("a number out of range"), std::string::npos) << huge.error().message();
+  EXPECT_EQ(huge.error().message().find("hunter2secret"), std::string::npos) << huge.error().message();
   EXPECT_FALSE(DockerConfig::Parse("[]").ok());
   EXPECT_FALSE(DockerConfig::Parse(R"({"auths": []})").ok());
 }

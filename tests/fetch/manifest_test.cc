@@ -128,6 +128,19 @@ TEST(ParseManifestTest, ZeroLayersIsValid) {
   EXPECT_TRUE(m.layers.empty());
 }
 
+// nlohmann reports a number too large for a double by out_of_range, not
+// parse_error: a one-line kMalformed like any other bad JSON.
+TEST(ParseManifestTest, NumbersTooLargeForADoubleAreMalformed) {
+  for (std::string_view ct : {std::string_view(), media::kOciManifest, media::kDockerManifest, media::kOciIndex}) {
+    Error e = MustFail(R"({"schemaVersion": 2, "size": 1e400})", ct);
+    EXPECT_EQ(e.code(), Errc::kMalformed);
+    EXPECT_EQ(e.message(), "malformed manifest: invalid JSON: a number out of range");
+  }
+  auto cfg = ParseImageConfig(R"({"architecture": "amd64", "os": "linux", "created": -5555.0E5375})");
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_EQ(cfg.error().message(), "malformed image config: invalid JSON: a number out of range");
+}
+
 TEST(ParseManifestTest, InvalidImageManifests) {
   const std::string ct(media::kDockerManifest);
   // Mesos ParseInvalidV2_2ImageManifest: no schemaVersion.
