@@ -617,12 +617,12 @@ Status FinishEntry(ByteStream& in, const char* blk, uint64_t hdr_off, Merged& m,
 // A later global record replaces an earlier one with the same key; the total
 // stays bounded however many 'g' headers an archive has.
 Status MergeGlobal(Records records, uint64_t hdr_off, Records* global) {
-  for (auto& [k, v] : records) {
-    auto it = std::find_if(global->begin(), global->end(), [&](const auto& r) { return r.first == k; });
+  for (auto& rec : records) {
+    auto it = std::find_if(global->begin(), global->end(), [&](const auto& r) { return r.first == rec.first; });
     if (it != global->end()) {
-      it->second = std::move(v);
+      it->second = std::move(rec.second);
     } else {
-      global->emplace_back(std::move(k), std::move(v));
+      global->push_back(std::move(rec));
     }
   }
   uint64_t total = 0;
