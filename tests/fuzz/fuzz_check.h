@@ -3,8 +3,11 @@
 // and the corpus replay report as a failure, with the message.
 #pragma once
 
+#include <zstd.h>
+
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 namespace ucrfs::fuzz {
@@ -30,6 +33,16 @@ inline bool NormalizedPath(std::string_view p) {
     start = end + 1;
   }
   return true;
+}
+
+// `data` as one zstd frame (the form a zstd:chunked TOC and a layer index
+// travel in), so that a target can try what is inside it.
+inline std::string Zstd(std::string_view data) {
+  std::string z(ZSTD_compressBound(data.size()), '\0');
+  size_t n = ZSTD_compress(z.data(), z.size(), data.data(), data.size(), 1);
+  Check(!ZSTD_isError(n), "zstd compresses any input");
+  z.resize(n);
+  return z;
 }
 
 }  // namespace ucrfs::fuzz

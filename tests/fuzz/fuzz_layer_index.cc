@@ -3,8 +3,6 @@
 // and must name the layer of digest sha256("fuzz layer") and 1 MiB. An
 // index accepted has checkpoints a reader can start from, spans and windows
 // inside their blobs, and entries inside the decoded stream.
-#include <zstd.h>
-
 #include <string>
 
 #include "fuzz_check.h"
@@ -14,10 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace ucrfs::index;
   using ucrfs::fuzz::Check;
   std::string_view raw(reinterpret_cast<const char*>(data), size);
-  std::string z(ZSTD_compressBound(raw.size()), '\0');
-  size_t n = ZSTD_compress(z.data(), z.size(), raw.data(), raw.size(), 1);
-  if (ZSTD_isError(n)) return 0;
-  z.resize(n);
+  std::string z = ucrfs::fuzz::Zstd(raw);
   ucrfs::fetch::Descriptor layer;
   layer.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
   layer.digest = ucrfs::Digest::Sha256Of("fuzz layer");
