@@ -305,66 +305,63 @@ struct JsonField {
 struct TocJsonEntry {
   enum class Xattrs : uint8_t { kAbsent, kObject, kOther };  // kAbsent: missing or null
 
-  TocJsonEntry() {
-    for (JsonField* f : {&size, &mode, &uid, &gid, &dev_major, &dev_minor, &offset, &end_offset, &chunk_offset,
-                         &chunk_size, &inner_offset}) {
-      f->numeric = true;
-    }
-  }
-  void Clear() {
-    for (JsonField* f : {&name, &type, &size, &mode, &uid, &gid, &modtime, &link_name, &dev_major, &dev_minor,
-                         &offset, &end_offset, &chunk_offset, &chunk_size, &inner_offset, &chunk_digest, &digest}) {
-      f->kind = JsonField::Kind::kAbsent;
-    }
-    xattrs_kind = Xattrs::kAbsent;
-    xattrs.clear();
-  }
+  TocJsonEntry();
+  void Clear();
   // The field for a member name; nullptr for "xattrs" and unknown members.
-  JsonField* Find(std::string_view k) {
-    switch (k.size()) {
-      case 3:
-        if (k == "uid") return &uid;
-        if (k == "gid") return &gid;
-        break;
-      case 4:
-        if (k == "name") return &name;
-        if (k == "type") return &type;
-        if (k == "size") return &size;
-        if (k == "mode") return &mode;
-        break;
-      case 6:
-        if (k == "offset") return &offset;
-        if (k == "digest") return &digest;
-        break;
-      case 7:
-        if (k == "modtime") return &modtime;
-        break;
-      case 8:
-        if (k == "linkName") return &link_name;
-        if (k == "devMajor") return &dev_major;
-        if (k == "devMinor") return &dev_minor;
-        break;
-      case 9:
-        if (k == "endOffset") return &end_offset;
-        if (k == "chunkSize") return &chunk_size;
-        break;
-      case 11:
-        if (k == "chunkOffset") return &chunk_offset;
-        if (k == "innerOffset") return &inner_offset;
-        if (k == "chunkDigest") return &chunk_digest;
-        break;
-      default:
-        break;
-    }
-    return nullptr;
-  }
+  JsonField* Find(std::string_view k);
 
   JsonField name, type, size, mode, uid, gid, modtime, link_name, dev_major, dev_minor, offset, end_offset,
       chunk_offset, chunk_size, inner_offset, chunk_digest, digest;
   Xattrs xattrs_kind = Xattrs::kAbsent;
   // In member order, repeats included; a value that is not a string is nullopt.
   std::vector<std::pair<std::string, std::optional<std::string>>> xattrs;
+
+ private:
+  // Every member read, by its name in the TOC; numeric ones keep dump().
+  struct Member {
+    std::string_view key;
+    JsonField TocJsonEntry::*field;
+    bool numeric;
+  };
+  static const Member kMembers[];
 };
+
+const TocJsonEntry::Member TocJsonEntry::kMembers[] = {
+    {"name", &TocJsonEntry::name, false},
+    {"type", &TocJsonEntry::type, false},
+    {"size", &TocJsonEntry::size, true},
+    {"mode", &TocJsonEntry::mode, true},
+    {"uid", &TocJsonEntry::uid, true},
+    {"gid", &TocJsonEntry::gid, true},
+    {"modtime", &TocJsonEntry::modtime, false},
+    {"linkName", &TocJsonEntry::link_name, false},
+    {"devMajor", &TocJsonEntry::dev_major, true},
+    {"devMinor", &TocJsonEntry::dev_minor, true},
+    {"offset", &TocJsonEntry::offset, true},
+    {"endOffset", &TocJsonEntry::end_offset, true},
+    {"chunkOffset", &TocJsonEntry::chunk_offset, true},
+    {"chunkSize", &TocJsonEntry::chunk_size, true},
+    {"innerOffset", &TocJsonEntry::inner_offset, true},
+    {"chunkDigest", &TocJsonEntry::chunk_digest, false},
+    {"digest", &TocJsonEntry::digest, false},
+};
+
+TocJsonEntry::TocJsonEntry() {
+  for (const Member& m : kMembers) (this->*m.field).numeric = m.numeric;
+}
+
+void TocJsonEntry::Clear() {
+  for (const Member& m : kMembers) (this->*m.field).kind = JsonField::Kind::kAbsent;
+  xattrs_kind = Xattrs::kAbsent;
+  xattrs.clear();
+}
+
+JsonField* TocJsonEntry::Find(std::string_view k) {
+  for (const Member& m : kMembers) {
+    if (m.key == k) return &(this->*m.field);
+  }
+  return nullptr;
+}
 
 // A string field; absent or null means "". The view is into `f`.
 Result<std::string_view> Str(const JsonField& f, const char* key) {
