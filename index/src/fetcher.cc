@@ -20,10 +20,10 @@ namespace {
 constexpr uint64_t kMaxGap = 64 << 10;
 // Largest request an on-demand read makes by coalescing.
 constexpr uint64_t kMaxReadRequest = 16 << 20;
-// What a read that must fetch also takes of the missing pieces after the
-// ones it needs (the next small files of a directory usually follow in the
-// blob): fewer round trips for a few more bytes.
-constexpr uint64_t kNeighbours = 128 << 10;
+// A read that must fetch also takes missing pieces after the ones it needs
+// (the next small files of a directory usually follow in the blob), as many
+// bytes as LinkEstimate finds worth a round trip, and at most this many pieces.
+constexpr size_t kMaxNeighbours = 256;
 // The background fetch starts, and resumes, only once no read of the mount
 // has waited for the network for this long, and no sooner than this after
 // it could first start (a workload's first reads come right after the mount).
@@ -73,7 +73,7 @@ uint64_t NsSince(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 PieceFetcher::PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-                           LazyOptions lazy, bool neighbours)
+                           LazyOptions lazy, double neighbours)
     : store_(store), layer_(std::move(layer)), pieces_(std::move(pieces)), paths_(PathsOf(store, pieces_)),
       codec_(std::move(codec)), lazy_(std::move(lazy)), neighbours_(neighbours) {}
 
@@ -107,11 +107,13 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   through = std::min(through, pieces_.size() - 1);
   std::vector<size_t> wanted;
   for (size_t k = i; k <= through; ++k) wanted.push_back(k);
-  for (size_t k = through + 1; neighbours_ && k < pieces_.size() && k <= through + 64; ++k) wanted.push_back(k);
+  for (size_t k = through + 1; neighbours_ > 0 && k < pieces_.size() && k <= through + kMaxNeighbours; ++k) {
+    wanted.push_back(k);
+  }
   uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
   // A small cache limit caps coalescing: a run must never evict its own
   // first piece before it is opened.
-  uint64_t cap = std::min(kMaxReadRequest, std::max(needed, kNeighbours));
+  uint64_t cap = std::min(kMaxReadRequest, std::max(needed, static_cast<uint64_t>(neighbours_ * static_cast<double>(lazy_.link->Worthwhile()))));
   if (lazy_.cache && lazy_.cache->max_bytes() > 0) cap = std::min(cap, lazy_.cache->max_bytes() / 4);
   Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));
   // Rarely more than once: only when the cache evicts the piece between its
@@ -265,13 +267,17 @@ Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size
     source = source_;
   }
   ++lazy_.stats->requests;
+  auto sent = std::chrono::steady_clock::now();
   auto data = source->GetBlobRange(layer_, offset, size);
-  if (data.ok()) lazy_.stats->bytes_fetched += data->size();
+  if (data.ok()) {
+    lazy_.stats->bytes_fetched += data->size();
+    lazy_.link->Observe(data->size(), static_cast<double>(NsSince(sent)) / 1e9);
+  }
   return data;
 }
 
 void PieceFetcher::ReadAheadAfter(size_t last) {
-  if (!neighbours_ || lazy_.read_ahead == 0 || last + 1 >= pieces_.size()) return;
+  if (neighbours_ <= 0 || lazy_.read_ahead == 0 || last + 1 >= pieces_.size()) return;
   {
     std::lock_guard lock(ra_mu_);
     if (stop_) return;

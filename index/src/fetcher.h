@@ -52,11 +52,12 @@ using PieceCodec = std::function<Result<std::string>(const Piece& piece, std::st
 class PieceFetcher {
  public:
   // pieces: in the order reads walk them (adjacent entries usually adjacent
-  // in the blob too). neighbours false: a read fetches what it asked for and
-  // no more (gzip checkpoint windows: only the one inflation starts at is
-  // needed, and the next read most likely continues from it).
+  // in the blob too). neighbours: the share of LinkEstimate::Worthwhile() a
+  // read that must fetch spends on the missing pieces after the ones it
+  // needs, as likely as they are to be needed soon (0: none, the read fetches
+  // what it asked for and no more).
   PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-               LazyOptions lazy, bool neighbours = true);
+               LazyOptions lazy, double neighbours = 1.0);
   ~PieceFetcher();
   PieceFetcher(const PieceFetcher&) = delete;
   PieceFetcher& operator=(const PieceFetcher&) = delete;
@@ -112,7 +113,7 @@ class PieceFetcher {
   const std::vector<std::string> paths_;  // cache file of each piece
   const PieceCodec codec_;
   const LazyOptions lazy_;
-  const bool neighbours_;
+  const double neighbours_;
   std::atomic<bool> stop_{false};
 
   std::mutex source_mu_;

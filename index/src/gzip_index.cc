@@ -23,7 +23,7 @@ constexpr size_t kWindowSize = 32768;  // deflate's largest window
 constexpr uint8_t kCheckpointVersion = 1;
 constexpr size_t kIndexInBuf = 256 << 10;
 constexpr size_t kReaderInBuf = 64 << 10;
-constexpr uint64_t kChunk = 256 << 10;  // unit of the decoded-data cache
+constexpr uint64_t kChunk = GzipRandomReader::kChunk;
 constexpr int kGzipOrZlib = 47;         // 15-bit window, detect gzip or zlib header
 constexpr int kRaw = -15;
 constexpr size_t kGzipTrailer = 8, kZlibTrailer = 4;

@@ -9,7 +9,6 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <thread>
 
 #include <fmt/format.h>
@@ -22,15 +21,16 @@
 namespace ucrfs::index {
 namespace {
 
-constexpr uint64_t kDecodedChunk = 256 << 10;  // GzipRandomReader's unit of inflation
-// Sequential readers get the spans ahead of them in the same request, the
-// window doubling from 1 MiB up to this while reads stay sequential (the
-// kernel hands a FUSE server 128 KiB at a time, one span or less).
-constexpr uint64_t kMaxReadAhead = 4 << 20;
-constexpr uint64_t kSequentialSlack = 2 << 20;
+constexpr uint64_t kDecodedChunk = GzipRandomReader::kChunk;
+// A fetched window brings those of the checkpoints after it (adjacent in the
+// windows blob) for this share of what a span fetch would add: a read needs
+// only the window inflation starts at, and most checkpoints inflation passes
+// through rather than starts at.
+constexpr double kWindowNeighbours = 0.125;
 
-// Spans are read ahead by LazyGzipReader, which knows how far a sequential
-// reader got; a span read ahead on its own would mostly wait for a window.
+// Spans are not read ahead in a request of their own (--read-ahead): one
+// fetched ahead would mostly wait for a window. What follows a read comes in
+// its own request instead, as far as it is worth it (LinkEstimate).
 LazyOptions WithoutReadAhead(LazyOptions lazy) {
   lazy.read_ahead = 0;
   return lazy;
@@ -101,7 +101,7 @@ class WindowInput final : public WindowSource {
   WindowInput(const Store& store, const fetch::Descriptor& blob, std::vector<uint64_t> sizes,
               std::vector<Piece> pieces, std::vector<size_t> piece_of, const LazyOptions& lazy)
       : name_("windows blob " + blob.digest.str()), sizes_(std::move(sizes)), piece_of_(std::move(piece_of)),
-        fetcher_(store, blob, std::move(pieces), VerifyWindow, lazy, /*neighbours=*/false) {}
+        fetcher_(store, blob, std::move(pieces), VerifyWindow, lazy, kWindowNeighbours) {}
 
   const std::vector<uint64_t>& sizes() const override { return sizes_; }
 
@@ -166,24 +166,11 @@ class LazyGzipReader final : public LayerReader {
     if (offset < decoded_size_ && len > 0) {
       // The spans the inflation of this read will walk: from the checkpoint
       // before the first decoded chunk it touches to the span holding the
-      // last byte of the last chunk (and the read-ahead window).
-      // Sequential: the read continues where the furthest read so far ended
-      // (the kernel's read-ahead sends several reads at once, which may
-      // arrive out of order: a read a little behind that end is part of the
-      // same stream and changes nothing).
-      uint64_t prev = last_end_.load(), end = offset + len, ahead = 0;
-      bool near = prev != UINT64_MAX && offset + kSequentialSlack >= prev;
-      if (near && offset <= prev && end > prev) {
-        ahead = std::min(kMaxReadAhead, std::max<uint64_t>(1 << 20, 2 * ahead_.load()));
-        ahead_ = ahead;
-        last_end_ = end;
-      } else if (!(near && end <= prev)) {
-        ahead_ = 0;
-        last_end_ = end;
-      }
+      // last byte of the last chunk. The fetcher adds the spans that follow
+      // as far as they are worth the request (LinkEstimate): sequential
+      // readers find them there.
       uint64_t lo = offset / kDecodedChunk * kDecodedChunk;
-      uint64_t hi =
-          std::min(decoded_size_, (offset + len + ahead + kDecodedChunk - 1) / kDecodedChunk * kDecodedChunk);
+      uint64_t hi = std::min(decoded_size_, (offset + len + kDecodedChunk - 1) / kDecodedChunk * kDecodedChunk);
       // The window inflation will start from is in another blob: fetch it
       // beside the spans, not after them (one round trip instead of two).
       std::optional<size_t> start = windows_ ? reader_->StartFor(offset) : std::nullopt;
@@ -210,11 +197,6 @@ class LazyGzipReader final : public LayerReader {
   std::unique_ptr<GzipRandomReader> reader_;
   const std::vector<uint64_t> starts_;  // decoded offset of each checkpoint
   const uint64_t decoded_size_;
-  // Where the last read ended, and the read-ahead window it earned. Racy
-  // across concurrent readers by design: a wrong guess costs bytes, not
-  // correctness.
-  std::atomic<uint64_t> last_end_{UINT64_MAX};
-  std::atomic<uint64_t> ahead_{0};
 };
 
 Result<std::vector<Checkpoint>> LoadCheckpoints(const Store& store, const LayerRecord& rec) {

@@ -485,11 +485,14 @@ TEST_F(RemoteIndexTest, ASmallReadFetchesOnlyItsSpans) {
   ASSERT_TRUE(Read(*l.reader, off, 4096) == tar_->substr(off, 4096));
   EXPECT_EQ(src->requests.load(), 1u);
   EXPECT_LT(src->bytes.load(), blob_->size() / 5) << "4 KiB read fetched too much";
-  // One window: the one of the checkpoint inflation started from.
+  // One window request: the window of the checkpoint inflation started
+  // from, and of the next ones no more than a small share of what an unknown
+  // link's request takes besides (LinkEstimate's default).
   const WindowRef& w = index_->windows[CheckpointFor(off)];
   ASSERT_GT(w.length, 0u);
   EXPECT_EQ(src->window_requests.load(), 1u);
-  EXPECT_EQ(src->window_bytes.load(), w.size);
+  EXPECT_GE(src->window_bytes.load(), w.size);
+  EXPECT_LE(src->window_bytes.load(), std::max<uint64_t>(w.size, LinkEstimate::kDefaultBytes / 8));
   EXPECT_TRUE(PathExists(l.store->ChunkPath(w.digest))) << "the window was not cached";
 }
 
@@ -506,7 +509,7 @@ TEST_F(RemoteIndexTest, AdjacentSpansComeInOneRequest) {
 TEST_F(RemoteIndexTest, ConcurrentReadersOfOneSpanCauseOneRequest) {
   auto src = NewSource();
   Lazy l = OpenLazy("store-concurrent", src);
-  uint64_t base = 3 * kSpan + 1000;  // 8 reads inside one 256 KiB decoded chunk
+  uint64_t base = 3 * kSpan + 1000;  // 8 reads inside one 64 KiB decoded chunk
   std::vector<std::thread> threads;
   std::atomic<int> good{0};
   for (int t = 0; t < 8; ++t) {

@@ -95,6 +95,10 @@ class CompressedInput {
 // inflate each span once. Thread-safe.
 class GzipRandomReader {
  public:
+  // The unit of inflation and of the decoded-data cache: a read inflates the
+  // whole chunks it touches, from the last checkpoint before the first.
+  static constexpr uint64_t kChunk = 64 << 10;
+
   static Result<std::unique_ptr<GzipRandomReader>> Open(const std::string& path, std::vector<Checkpoint> checkpoints,
                                                         uint64_t decoded_size, size_t cache_bytes = 64 << 20);
   // is_gzip: gzip members (false: one zlib stream). windows: where the

@@ -26,6 +26,7 @@
 
 #include "ucrfs/fetch/manifest.h"
 #include "ucrfs/index/gzip_index.h"
+#include "ucrfs/index/link_estimate.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/index/tar.h"
 
@@ -91,6 +92,9 @@ enum class Prefetch { kNone, kLandmark, kAll };
 struct LazyOptions {
   SourceOpener opener;
   std::shared_ptr<FetchStats> stats = std::make_shared<FetchStats>();
+  // Shared by the mount's layers (one registry): how many bytes of what
+  // follows a read's pieces its request also takes.
+  std::shared_ptr<LinkEstimate> link = std::make_shared<LinkEstimate>();
   // kLandmark: the region before .prefetch.landmark in one request at mount;
   // kAll: that, then every other piece in the background once reads have
   // not waited for the network for a moment, pausing whenever they do.

@@ -43,7 +43,7 @@ inline constexpr char kLayerWindowsMediaType[] = "application/vnd.ucrfs.layer-wi
 inline constexpr char kTraceMediaType[] = "application/vnd.ucrfs.trace.v1+json";
 // On each layer-index and windows descriptor: the digest of the layer it indexes.
 inline constexpr char kLayerDigestAnnotation[] = "io.ucrfs.layer.digest";
-inline constexpr uint64_t kDefaultIndexSpan = 1 << 20;
+inline constexpr uint64_t kDefaultIndexSpan = 128 << 10;
 
 // "sha256-<hex>.ucrfs" for the manifest sha256:<hex>.
 std::string IndexTag(const Digest& manifest);
