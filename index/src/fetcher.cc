@@ -113,7 +113,8 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
   // A small cache limit caps coalescing: a run must never evict its own
   // first piece before it is opened.
-  uint64_t cap = std::min(kMaxReadRequest, std::max(needed, static_cast<uint64_t>(neighbours_ * static_cast<double>(lazy_.link->Worthwhile()))));
+  auto extra = static_cast<uint64_t>(neighbours_ * static_cast<double>(lazy_.link->Worthwhile()));
+  uint64_t cap = std::min(kMaxReadRequest, std::max(needed, extra));
   if (lazy_.cache && lazy_.cache->max_bytes() > 0) cap = std::min(cap, lazy_.cache->max_bytes() / 4);
   Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));
   // Rarely more than once: only when the cache evicts the piece between its

@@ -3,8 +3,8 @@
 // start answering) plus the bytes at the link's rate. A read that must fetch
 // also takes the missing pieces that follow what it needs, as many bytes as
 // cost no more than the request they would otherwise need later: the
-// bandwidth-delay product, a few MiB on a local link, tens of KiB on a slow
-// one.
+// bandwidth-delay product, bounded to 64 KiB..1 MiB: the maximum on a local
+// link, tens of KiB on a slow one.
 #pragma once
 
 #include <cstdint>
