@@ -87,6 +87,15 @@ PieceFetcher::~PieceFetcher() {
   }
   ra_cv_.notify_all();
   if (read_ahead.joinable()) read_ahead.join();
+  // The keeper keeps what it was handed before it ends: nothing fetched is lost.
+  std::thread keeper;
+  {
+    std::lock_guard lock(keep_mu_);
+    keeper_stop_ = true;
+    keeper = std::move(keeper_);
+  }
+  keep_cv_.notify_all();
+  if (keeper.joinable()) keeper.join();
 }
 
 Result<UniqueFd> PieceFetcher::OpenCached(size_t i) {
@@ -121,7 +130,8 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   // fetch and this open.
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::vector<size_t> run = Claim(wanted, cap, /*background=*/false);
-    Status st = run.empty() ? WaitOrOvertake(i) : FetchClaimed(run, /*background=*/false);
+    // The pieces this read needs are kept before it goes on; the neighbours after.
+    Status st = run.empty() ? WaitOrOvertake(i) : FetchClaimed(run, /*background=*/false, std::max(through, i) - i + 1);
     if (!st.ok()) {
       out = st.error();
       break;
@@ -208,10 +218,25 @@ void PieceFetcher::Finish(const std::vector<size_t>& run, const std::vector<Stat
   cv_.notify_all();
 }
 
-Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool background) {
+Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool background, size_t now) {
   uint64_t start = pieces_[run.front()].blob_offset, end = 0;
   for (size_t k : run) end = std::max(end, End(pieces_[k]));
-  auto data = CompressedBytes(start, end - start);
+  auto data = std::make_shared<const Result<std::string>>(CompressedBytes(start, end - start));
+  if (now >= run.size()) return KeepRun(run, *data, start, background);
+  std::vector<size_t> first(run.begin(), run.begin() + static_cast<ptrdiff_t>(now));
+  std::vector<size_t> rest(run.begin() + static_cast<ptrdiff_t>(now), run.end());
+  Status st = KeepRun(first, *data, start, background);
+  {
+    std::lock_guard lock(keep_mu_);
+    unkept_.push_back({std::move(data), start, std::move(rest)});
+    if (!keeper_.joinable()) keeper_ = std::thread([this] { RunKeeper(); });
+  }
+  keep_cv_.notify_one();
+  return st;
+}
+
+Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::string>& data, uint64_t start,
+                             bool background) {
   std::vector<Status> results;
   for (size_t k : run) {
     const Piece& p = pieces_[k];
@@ -238,6 +263,24 @@ Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool backgroun
   if (background) lazy_.stats->prefetched_chunks += run.size() - failed;
   Finish(run, results);
   return results.front();
+}
+
+// Keeps the neighbours reads handed over, oldest first, until the fetcher
+// ends and nothing is left.
+void PieceFetcher::RunKeeper() {
+  for (;;) {
+    Unkept next;
+    {
+      std::unique_lock lock(keep_mu_);
+      keep_cv_.wait(lock, [&] { return keeper_stop_ || !unkept_.empty(); });
+      if (unkept_.empty()) return;
+      next = std::move(unkept_.front());
+      unkept_.pop_front();
+    }
+    // A neighbour that does not verify fails only the reads waiting for it;
+    // the next read that needs it fetches it again.
+    (void)KeepRun(next.run, *next.data, next.start, /*background=*/false);
+  }
 }
 
 Status PieceFetcher::Keep(size_t i, std::string_view compressed) {

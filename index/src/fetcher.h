@@ -9,6 +9,10 @@
 //    larger request: it fetches the piece it needs on its own);
 //  * coalescing: a read that needs several missing pieces lying next to each
 //    other in the blob fetches them with one request;
+//  * neighbours: that request also takes the missing pieces that follow, as
+//    many bytes as LinkEstimate finds worth a round trip; the read returns
+//    once its own pieces are kept, and a keeper thread verifies and caches
+//    the neighbours (readers that want one wait for it, as on any flight);
 //  * read-ahead (LazyOptions::read_ahead): after a read's fetch, the missing
 //    pieces that follow it, in a request of their own that later reads wait
 //    on rather than repeat;
@@ -24,6 +28,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -90,9 +96,15 @@ class PieceFetcher {
   // blob to the one before, within max_bytes in all; empty when the first is
   // cached or already in flight.
   std::vector<size_t> Claim(const std::vector<size_t>& candidates, uint64_t max_bytes, bool background);
-  // Fetches claimed pieces with one request, caches each, ends their flights.
-  Status FetchClaimed(const std::vector<size_t>& run, bool background);
+  // Fetches claimed pieces with one request, caches each, ends their
+  // flights, and returns the first one's status. Only the first `now` pieces
+  // are kept before it returns; the keeper thread keeps the others.
+  Status FetchClaimed(const std::vector<size_t>& run, bool background, size_t now = SIZE_MAX);
+  // Keeps the pieces of `run` (from `data`, the request's bytes from blob
+  // offset `start`; or its error) and ends their flights.
+  Status KeepRun(const std::vector<size_t>& run, const Result<std::string>& data, uint64_t start, bool background);
   void Finish(const std::vector<size_t>& run, const std::vector<Status>& results);
+  void RunKeeper();
   // Waits for the flight of piece i, if there is one; but a piece that only
   // the background fetch is after is fetched now, on its own, rather than
   // behind the background's larger request.
@@ -129,6 +141,19 @@ class PieceFetcher {
   std::condition_variable ra_cv_;
   std::optional<size_t> ra_after_;  // guarded by ra_mu_
   std::thread read_ahead_;          // started by the first read that fetches; guarded by ra_mu_
+
+  // Neighbours fetched by reads, not yet kept: the request's bytes (from
+  // blob offset `start`) and the pieces of them to keep.
+  struct Unkept {
+    std::shared_ptr<const Result<std::string>> data;
+    uint64_t start = 0;
+    std::vector<size_t> run;
+  };
+  std::mutex keep_mu_;
+  std::condition_variable keep_cv_;
+  std::deque<Unkept> unkept_;  // guarded by keep_mu_
+  bool keeper_stop_ = false;   // guarded by keep_mu_
+  std::thread keeper_;         // started by the first read that brings neighbours; guarded by keep_mu_
 
   std::thread prefetcher_;  // started last, joined first
 };
