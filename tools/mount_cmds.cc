@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -44,6 +45,7 @@
 #include "ucrfs/index/chunk_cache.h"
 #include "ucrfs/index/gc.h"
 #include "ucrfs/index/image_tree.h"
+#include "ucrfs/index/link_estimate.h"
 
 namespace ucrfs::cli {
 namespace {
@@ -80,24 +82,34 @@ RecordPids ReadRecordPids(const std::string& mountpoint) {
   return out;
 }
 
-nlohmann::json StatsJson(const index::FetchStats& s) {
-  return {{"requests", s.requests.load()},           {"bytesFetched", s.bytes_fetched.load()},
-          {"chunksFetched", s.chunks_fetched.load()}, {"cacheHits", s.cache_hits.load()},
-          {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
-          {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
-          {"prefetchedChunks", s.prefetched_chunks.load()}, {"prefetchRunning", s.prefetch_running.load()},
-          {"readAheadChunks", s.read_ahead_chunks.load()},
-          {"cacheBytes", s.cache_bytes.load()},       {"evictions", s.evictions.load()},
-          {"mountBytes", s.mount_bytes.load()}};
+// The counters, and what the mount learnt of its registry's link (the
+// fitted delay and rate: null until its requests give a fit).
+nlohmann::json StatsJson(const index::FetchStats& s, const index::LinkEstimate& link) {
+  nlohmann::json j = {{"requests", s.requests.load()},           {"bytesFetched", s.bytes_fetched.load()},
+                      {"chunksFetched", s.chunks_fetched.load()}, {"cacheHits", s.cache_hits.load()},
+                      {"cacheMisses", s.cache_misses.load()},     {"fetchErrors", s.fetch_errors.load()},
+                      {"waitSeconds", static_cast<double>(s.wait_ns.load()) / 1e9},
+                      {"prefetchedChunks", s.prefetched_chunks.load()},
+                      {"prefetchRunning", s.prefetch_running.load()},
+                      {"readAheadChunks", s.read_ahead_chunks.load()},
+                      {"cacheBytes", s.cache_bytes.load()},       {"evictions", s.evictions.load()},
+                      {"mountBytes", s.mount_bytes.load()},       {"neighbourBytes", link.Worthwhile()},
+                      {"linkDelayMs", nullptr},                   {"linkMbit", nullptr}};
+  if (index::LinkEstimate::Fit fit; link.Fitted(&fit)) {
+    // Rounded, so that the stats file changes only when the numbers do.
+    j["linkDelayMs"] = std::round(fit.delay_s * 1e4) / 10;
+    j["linkMbit"] = std::round(fit.bytes_per_s * 8 / 1e5) / 10;
+  }
+  return j;
 }
 
 // Keeps the mount's stats file current (rewritten when the numbers change,
 // at most every 500 ms) until `serving` goes false.
-void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const MountTraces& traces,
-                    const std::atomic<bool>& serving) {
+void WriteStatsLoop(const std::string& mountpoint, const index::FetchStats& stats, const index::LinkEstimate& link,
+                    const MountTraces& traces, const std::atomic<bool>& serving) {
   std::string last;
   while (serving) {
-    nlohmann::json j = StatsJson(stats);
+    nlohmann::json j = StatsJson(stats, link);
     traces.AddStats(j);
     std::string now = j.dump();
     if (now != last && WriteFileAtomic(StatsFile(mountpoint), now).ok()) last = now;
@@ -152,6 +164,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
     UCRFS_ASSIGN(auto opened, index::Store::Open(store_dir, index::Store::Mode::kReadOnly));
     std::shared_ptr<index::Store> store(std::move(opened));
     auto stats = lazy.stats;
+    auto link = lazy.link;
     UCRFS_ASSIGN(auto tree, index::OpenTree(store, image, std::move(lazy)));
     fusefs::MountOptions mo;
     mo.mountpoint = mountpoint;
@@ -202,7 +215,7 @@ Status Serve(const std::string& store_dir, const index::ImageRecord& image, inde
       sigwait(&stop, &sig);
       if (serving) server->Exit();
     });
-    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, traces, serving); });
+    std::thread stats_writer([&] { WriteStatsLoop(mountpoint, *stats, *link, traces, serving); });
     traces.Start();
     report(Ok());
     Status st = server->Run();
@@ -448,7 +461,7 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
   }
   auto body = ReadFile(StatsFile(mountpoint));
-  nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false) : StatsJson(index::FetchStats{});
+  nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false) : StatsJson(index::FetchStats{}, index::LinkEstimate{});
   if (j.is_discarded()) return Error(Errc::kMalformed, "stats file of " + mountpoint + " is corrupt");
   if (json) {
     std::cout << j.dump(2) << std::endl;
@@ -467,6 +480,13 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
              j.value("evictions", uint64_t{0}));
   fmt::print("fetch errors:      {}\n", j.value("fetchErrors", uint64_t{0}));
   fmt::print("waited on network: {:.3f} s\n", j.value("waitSeconds", 0.0));
+  if (j.contains("linkMbit") && j["linkMbit"].is_number() && j["linkDelayMs"].is_number()) {
+    fmt::print("link:              {:.1f} ms + {:.1f} Mbit/s; a fetch takes up to {} bytes after what it needs\n",
+               j["linkDelayMs"].get<double>(), j["linkMbit"].get<double>(), j.value("neighbourBytes", uint64_t{0}));
+  } else {
+    fmt::print("link:              not measured yet; a fetch takes up to {} bytes after what it needs\n",
+               j.value("neighbourBytes", uint64_t{0}));
+  }
   fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));
   PrintTraceStats(j);
   return Ok();

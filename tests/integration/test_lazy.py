@@ -746,6 +746,13 @@ class LazyMountTest(MountTestCase):
         self.assertGreaterEqual(after["requests"], 1, after)
         self.assertGreater(after["bytesFetched"], 0, after)
         self.assertGreaterEqual(after["cacheMisses"], 1, after)
+        # What the mount learnt of its link: a neighbour budget within its
+        # bounds, and a delay and a rate together or neither (too few requests).
+        self.assertTrue(64 << 10 <= after["neighbourBytes"] <= 1 << 20, after)
+        self.assertEqual(after["linkDelayMs"] is None, after["linkMbit"] is None, after)
+        if after["linkMbit"] is not None:
+            self.assertGreater(after["linkMbit"], 0, after)
+            self.assertGreaterEqual(after["linkDelayMs"], 0, after)
         self.assertReads(mp, MOTD)  # served by the page cache or the chunk cache, never the network
         time.sleep(1.2)
         again = self.stats(mp)
@@ -753,6 +760,7 @@ class LazyMountTest(MountTestCase):
         res = self.ucrfs("stats", mp)
         self.assertSucceeded(res)
         self.assertIn("bytes fetched", res.stdout)
+        self.assertRegex(res.stdout, r"link: +(not measured yet|[0-9.]+ ms \+ [0-9.]+ Mbit/s);")
         self.umount(mp)
 
     def test_shared_cache_estargz(self):
