@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "harness/range_source.h"
 #include "harness/test_util.h"
 #include "ucrfs/index/store.h"
 
@@ -30,20 +31,9 @@ using namespace std::chrono_literals;
 constexpr uint64_t kPiece = 4096;
 constexpr size_t kPieces = 8;  // 32 KiB in all: every piece is a neighbour worth taking (LinkEstimate's default)
 
-class CountingSource final : public fetch::ImageSource {
+class CountingSource final : public harness::RangeOnlySource {
  public:
   explicit CountingSource(std::string blob) : blob_(std::move(blob)) {}
-  std::string Describe() const override { return "counting source"; }
-  Result<fetch::ManifestBlob> GetRootManifest() override { return Error(Errc::kUnsupported, "no manifest"); }
-  Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor&) override {
-    return Error(Errc::kUnsupported, "no manifest");
-  }
-  Result<std::optional<fetch::ManifestBlob>> GetTaggedManifest(const std::string&) override {
-    return std::optional<fetch::ManifestBlob>();
-  }
-  Status GetBlob(const fetch::Descriptor&, fetch::BlobSink&) override {
-    return Error(Errc::kUnsupported, "whole blob asked for");
-  }
   Result<std::string> GetBlobRange(const fetch::Descriptor&, uint64_t offset, uint64_t length) override {
     ++requests;
     return blob_.substr(offset, length);

@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "harness/range_source.h"
 #include "harness/test_util.h"
 #include "ucrfs/common/file.h"
 #include "ucrfs/index/chunk_cache.h"
@@ -37,21 +38,10 @@ constexpr uint64_t kSpan = 256 << 10;
 
 // Serves the layer blob and its windows blob by Range, counting requests and
 // bytes of each; can flip one byte of either.
-class CountingSource final : public fetch::ImageSource {
+class CountingSource final : public harness::RangeOnlySource {
  public:
   CountingSource(std::string blob, std::string windows)
       : blob_(std::move(blob)), windows_(std::move(windows)), windows_digest_(Digest::Sha256Of(windows_)) {}
-  std::string Describe() const override { return "counting source"; }
-  Result<fetch::ManifestBlob> GetRootManifest() override { return Error(Errc::kUnsupported, "no manifest"); }
-  Result<fetch::ManifestBlob> GetManifest(const fetch::Descriptor&) override {
-    return Error(Errc::kUnsupported, "no manifest");
-  }
-  Result<std::optional<fetch::ManifestBlob>> GetTaggedManifest(const std::string&) override {
-    return std::optional<fetch::ManifestBlob>();
-  }
-  Status GetBlob(const fetch::Descriptor&, fetch::BlobSink&) override {
-    return Error(Errc::kUnsupported, "whole blob asked for");
-  }
   Result<std::string> GetBlobRange(const fetch::Descriptor& desc, uint64_t offset, uint64_t length) override {
     // Slow enough that concurrent readers of one span meet in flight.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
