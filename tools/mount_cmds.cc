@@ -60,6 +60,9 @@ std::string StatsFile(const std::string& mountpoint) { return PidFile(mountpoint
 
 std::string KeeperSocket(const std::string& mountpoint) { return PidFile(mountpoint) + ".keeper"; }
 
+// Where a server in the background logs (the one before it: LogToFile).
+std::string LogFile(const std::string& mountpoint) { return PidFile(mountpoint) + ".log"; }
+
 // The pids in a mount's record: the server's (line 1) and its keeper's
 // (line 4; 0 when the mount has none).
 struct RecordPids {
@@ -307,7 +310,11 @@ Status MountFuse(const GlobalFlags& g, const std::string& image, const std::stri
   lazy.prefetch = prefetch;
   lazy.cache = index::ChunkCache::Open(g.store + "/chunks", m.max_cache_size);
   lazy.read_ahead = m.read_ahead;
-  if (m.foreground) return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1, adopt);
+  if (m.foreground) {
+    // It logs to stderr; a log an earlier server left here is not its own.
+    ::unlink(LogFile(mountpoint).c_str());
+    return Serve(g.store, record, std::move(lazy), *traces, mountpoint, -1, adopt);
+  }
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe");
@@ -324,7 +331,18 @@ Status MountFuse(const GlobalFlags& g, const std::string& image, const std::stri
       if (null > STDERR_FILENO) ::close(null);
     }
     if (::chdir("/") != 0) ::_exit(1);
+    // Its warnings (a fetch that failed, a piece that did not verify) go to
+    // a file `ucrfs stats` names while it serves; without one the server
+    // still serves. A server that ends cleanly takes it (and the log of the
+    // server it resumed) with it; one that dies leaves it for the next
+    // server here to keep as LogFile's ".1" sibling.
+    const std::string log = LogFile(mountpoint);
+    if (MakeDirs(kRunDir).ok()) (void)LogToFile(log);
     Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1], adopt);
+    if (st.ok()) {
+      ::unlink(log.c_str());
+      ::unlink((log.substr(0, log.size() - 4) + ".1.log").c_str());
+    }
     ::_exit(st.ok() ? 0 : 1);
   }
   ::close(fds[1]);
@@ -463,7 +481,10 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   auto body = ReadFile(StatsFile(mountpoint));
   nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false) : StatsJson(index::FetchStats{}, index::LinkEstimate{});
   if (j.is_discarded()) return Error(Errc::kMalformed, "stats file of " + mountpoint + " is corrupt");
+  const std::string log = LogFile(mountpoint);
+  const bool has_log = PathExists(log);
   if (json) {
+    if (has_log) j["logFile"] = log;
     std::cout << j.dump(2) << std::endl;
     return Ok();
   }
@@ -489,6 +510,7 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
   }
   fmt::print("prefetching:       {} layer(s)\n", j.value("prefetchRunning", int64_t{0}));
   PrintTraceStats(j);
+  fmt::print("log:               {}\n", has_log ? log : "stderr of the server (--foreground)");
   return Ok();
 }
 

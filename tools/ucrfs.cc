@@ -128,7 +128,8 @@ int Main(int argc, char** argv) {
   index_push->add_option("--trace", ipf.trace, "A read trace (mount --record) to push with the index; mounts "
                                                "replay it unless given --prefetch");
   auto* stats = app.add_subcommand("stats", "Show what a mount fetched: requests, bytes, chunk cache hits and "
-                                            "misses, time waiting on the network, the link's measured delay and rate");
+                                            "misses, time waiting on the network, the link's measured delay and rate, the "
+                                            "server's log file");
   stats->add_option("MOUNTPOINT", mountpoint, "The mountpoint")->required();
   stats->add_flag("--json", json, "One JSON object");
   auto* umount = app.add_subcommand("umount", "Unmount a ucrfs mount and wait for its server to exit");

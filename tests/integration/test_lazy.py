@@ -670,6 +670,13 @@ class LazyMountTest(MountTestCase):
                          "%s: reading uncached %s with the registry gone (%.1fs)" % (mode, M5, took))
         self.assertLess(took, 60, "%s: EIO only after %.1fs" % (mode, took))
         print("\n  %s: registry gone -> EIO after %.1fs" % (mode, took), end=" ", flush=True)
+        # The server, in the background, says why in the log `stats` names.
+        log = self.stats(mp).get("logFile")
+        self.assertTrue(log and os.path.isfile(log), "%s: no server log named by stats" % mode)
+        with open(log, errors="replace") as f:
+            text = f.read()
+        self.assertRegex(text, r"\d{4}-\d\d-\d\d [0-9:.]+ W \[\d+\] layer sha256:[0-9a-f]{64}: .+",
+                         "%s: the server's log does not name the failed fetch:\n%s" % (mode, text[-2000:]))
         reg.start(port=port)
         self.assertReads(mp, M5, label="%s, registry back on port %d: " % (mode, port))
         self.umount(mp)
