@@ -60,8 +60,19 @@ std::string StatsFile(const std::string& mountpoint) { return PidFile(mountpoint
 
 std::string KeeperSocket(const std::string& mountpoint) { return PidFile(mountpoint) + ".keeper"; }
 
-// Where a server in the background logs (the one before it: LogToFile).
+// Where a server in the background logs, and the log of the one before it
+// (LogToFile).
 std::string LogFile(const std::string& mountpoint) { return PidFile(mountpoint) + ".log"; }
+std::string PreviousLogFile(const std::string& mountpoint) { return PidFile(mountpoint) + ".1.log"; }
+
+// Forgets a server (and keeper) gone for good: its record, stats, keeper
+// socket and logs.
+void RemoveRunFiles(const std::string& mountpoint) {
+  for (const std::string& f : {PidFile(mountpoint), StatsFile(mountpoint), KeeperSocket(mountpoint),
+                               LogFile(mountpoint), PreviousLogFile(mountpoint)}) {
+    ::unlink(f.c_str());
+  }
+}
 
 // The pids in a mount's record: the server's (line 1) and its keeper's
 // (line 4; 0 when the mount has none).
@@ -341,7 +352,7 @@ Status MountFuse(const GlobalFlags& g, const std::string& image, const std::stri
     Status st = Serve(g.store, record, std::move(lazy), *traces, mountpoint, fds[1], adopt);
     if (st.ok()) {
       ::unlink(log.c_str());
-      ::unlink((log.substr(0, log.size() - 4) + ".1.log").c_str());
+      ::unlink(PreviousLogFile(mountpoint).c_str());
     }
     ::_exit(st.ok() ? 0 : 1);
   }
@@ -404,8 +415,8 @@ Status Umount(const std::string& mountpoint_arg, bool lazy) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
-  // A server that had died could not remove its record.
-  if (pids.server > 0 && !ProcessRunning(pids.server)) ::unlink(PidFile(mountpoint).c_str());
+  // A server that had died could not remove its record (nor its log).
+  if (pids.server > 0 && !ProcessRunning(pids.server)) RemoveRunFiles(mountpoint);
   return Ok();
 }
 
@@ -445,7 +456,7 @@ Status Recover(const GlobalFlags& g) {
     if (!fusefs::IsMounted(r.mountpoint)) {
       // Server and mount both gone: only the record is left.
       if (store.ok()) (void)index::ForgetMount(**store, r.mountpoint);
-      ::unlink(PidFile(r.mountpoint).c_str());
+      RemoveRunFiles(r.mountpoint);
       fmt::print("forgotten  {} ({})\n", r.mountpoint, r.image);
       continue;
     }

@@ -160,8 +160,9 @@ class RecoverTest(MountTestCase):
         self.assertTrue(wait_for(lambda: not any(alive(p) for p in pids), 10),
                         "processes left after umount: %r" % [p for p in pids if alive(p)])
         self.assertEqual(server_pids(mp) + keeper_pids(mp), [])
-        self.assertFalse(os.path.exists(self.record_file(mp)), "run record left after umount")
-        self.assertFalse(os.path.exists(self.record_file(mp) + ".keeper"), "keeper socket left after umount")
+        for suffix in ("", ".keeper", ".stats", ".log", ".1.log"):
+            self.assertFalse(os.path.exists(self.record_file(mp) + suffix),
+                             "run record file %r left after umount" % suffix)
         self.assertEqual(self.store_records(), [], "store mount record left after umount")
 
     def test_killed_server_is_resumed_under_a_chrooted_process(self):
