@@ -9,6 +9,7 @@
 #include "ucrfs/common/error.h"
 #include "ucrfs/fetch/source.h"
 #include "ucrfs/index/layers.h"
+#include "ucrfs/index/remote_index.h"
 #include "ucrfs/index/store.h"
 #include "ucrfs/provisioner/images.h"
 #include "ucrfs/provisioner/provisioner.h"
@@ -63,7 +64,7 @@ Status Rmi(const GlobalFlags& g, const std::string& image);
 Status Gc(const GlobalFlags& g, const GcFlags& f);
 
 struct IndexPushFlags {
-  uint64_t span = 1 << 20;  // decoded bytes between checkpoints
+  uint64_t span = index::kDefaultIndexSpan;  // decoded bytes between checkpoints
   std::string trace;        // a read trace to push with the index
 };
 Status IndexPush(const GlobalFlags& g, const std::string& image, const IndexPushFlags& f);

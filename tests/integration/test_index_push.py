@@ -11,6 +11,7 @@ Contract under test:
   OCI manifest with the ucrfs artifactType, the image manifest as subject,
   one layer index per gzip layer naming its layer; pushing again gives the
   same digest; a source that is not a registry is refused in one line;
+  without --span, checkpoints come about 256 KiB of tar apart (the default);
 - a mount from that registry equals `umoci unpack` of the image, and the
   store holds no layer blob;
 - through the counting registry: the mount itself fetches no layer bytes;
@@ -159,16 +160,22 @@ class IndexPushTest(MountTestCase):
             _, cls.artifact_blobs[d["digest"]] = TL.get_url("%s/v2/%s/blobs/%s" % (
                 cls.registry.url, REPO, d["digest"]))
         # Each layer's index as pushed, decoded, and its windows blob.
-        cls.indexes = {}
-        for d in cls.artifact_json["layers"]:
+        cls.indexes = cls.decode_indexes(cls.artifact_json, cls.artifact_blobs, tmp)
+        cls.fake = cls.new_fake()
+        cls.addClassCleanup(cls.fake.stop)
+
+    @staticmethod
+    def decode_indexes(artifact_json, blobs, tmp):
+        """{layer digest: its parsed layer index, with desc and raw}."""
+        out = {}
+        for d in artifact_json["layers"]:
             if d["mediaType"] == LAYER_INDEX:
                 src = os.path.join(tmp, "index-%s.zst" % d["digest"][7:19])
                 with open(src, "wb") as f:
-                    f.write(cls.artifact_blobs[d["digest"]])
+                    f.write(blobs[d["digest"]])
                 raw = run(["zstd", "-q", "-d", "-c", src]).stdout
-                cls.indexes[d["annotations"][LAYER_ANNOTATION]] = dict(parse_layer_index(raw), desc=d, raw=raw)
-        cls.fake = cls.new_fake()
-        cls.addClassCleanup(cls.fake.stop)
+                out[d["annotations"][LAYER_ANNOTATION]] = dict(parse_layer_index(raw), desc=d, raw=raw)
+        return out
 
     @classmethod
     def run_ucrfs(cls, store, *args):
@@ -272,6 +279,28 @@ class IndexPushTest(MountTestCase):
                                "%s/%s:orig" % (self.registry.addr, REPO))
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(again.stdout, self.push_res.stdout, "pushing again changed the index")
+
+    def test_push_without_span_puts_checkpoints_256k_apart(self):
+        """The default span (docs/cli.md), in a repository of its own so that
+        the other tests keep their index."""
+        repo = REPO + "-default"
+        Pusher(self.registry.url).push_image(repo, self.image_, "orig")
+        res = self.run_ucrfs(self.path("push-default"), "index", "push", "%s/%s:orig" % (self.registry.addr, repo))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        _, body = TL.get_url("%s/v2/%s/manifests/%s" % (self.registry.url, repo, self.tag), I.OCI_MANIFEST)
+        art = json.loads(body)
+        blobs = {d["digest"]: TL.get_url("%s/v2/%s/blobs/%s" % (self.registry.url, repo, d["digest"]))[1]
+                 for d in art["layers"] if d["mediaType"] == LAYER_INDEX}
+        tmp = self.path("default-indexes")
+        os.makedirs(tmp)
+        gaps = []
+        for idx in self.decode_indexes(art, blobs, tmp).values():
+            cps = idx["checkpoints"]
+            gaps += [b - a for a, b in zip(cps, cps[1:])]
+        self.assertGreater(len(gaps), 8, "too few checkpoints to tell the span: %r" % gaps)
+        median = sorted(gaps)[len(gaps) // 2]
+        self.assertTrue(256 << 10 <= median < 512 << 10, "checkpoints %d bytes apart (median of %d)" % (
+            median, len(gaps)))
 
     def test_push_refuses_what_is_not_a_registry(self):
         layout = self.path("layout")

@@ -43,7 +43,10 @@ inline constexpr char kLayerWindowsMediaType[] = "application/vnd.ucrfs.layer-wi
 inline constexpr char kTraceMediaType[] = "application/vnd.ucrfs.trace.v1+json";
 // On each layer-index and windows descriptor: the digest of the layer it indexes.
 inline constexpr char kLayerDigestAnnotation[] = "io.ucrfs.layer.digest";
-inline constexpr uint64_t kDefaultIndexSpan = 128 << 10;
+// `index push`'s span when none is given: decoded bytes between checkpoints
+// (docs/benchmarks.md: 128 KiB and 256 KiB start the same, 1 MiB is slower
+// where bandwidth is short; 256 KiB keeps the windows blob half the size).
+inline constexpr uint64_t kDefaultIndexSpan = 256 << 10;
 
 // "sha256-<hex>.ucrfs" for the manifest sha256:<hex>.
 std::string IndexTag(const Digest& manifest);
