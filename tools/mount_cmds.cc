@@ -490,7 +490,8 @@ Status Stats(const std::string& mountpoint_arg, bool json) {
     return Error(Errc::kInvalidArgument, fmt::format("{} is not a ucrfs mount", mountpoint));
   }
   auto body = ReadFile(StatsFile(mountpoint));
-  nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false) : StatsJson(index::FetchStats{}, index::LinkEstimate{});
+  nlohmann::json j = body.ok() ? nlohmann::json::parse(*body, nullptr, false)
+                               : StatsJson(index::FetchStats{}, index::LinkEstimate{});
   if (j.is_discarded()) return Error(Errc::kMalformed, "stats file of " + mountpoint + " is corrupt");
   const std::string log = LogFile(mountpoint);
   const bool has_log = PathExists(log);

@@ -1,6 +1,6 @@
-// Logging: spdlog, to stderr (a daemon: to a file). Nothing that carries a credential (an
-// Authorization header, a token, a docker config "auth" value) is ever passed
-// to a log call.
+// Logging: spdlog, to stderr (a daemon: to a file). Nothing that carries a
+// credential (an Authorization header, a token, a docker config "auth" value)
+// is ever passed to a log call.
 #pragma once
 
 #include <string>
