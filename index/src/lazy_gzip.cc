@@ -29,8 +29,9 @@ constexpr uint64_t kDecodedChunk = GzipRandomReader::kChunk;
 constexpr double kWindowNeighbours = 0.125;
 
 // Spans are not read ahead in a request of their own (--read-ahead): one
-// fetched ahead would mostly wait for a window. What follows a read comes in
-// its own request instead, as far as it is worth it (LinkEstimate).
+// fetched ahead would mostly wait for a window. The spans after a read come
+// in the read's own request instead, as far as they are worth it
+// (LinkEstimate).
 LazyOptions WithoutReadAhead(LazyOptions lazy) {
   lazy.read_ahead = 0;
   return lazy;
