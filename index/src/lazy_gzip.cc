@@ -33,8 +33,8 @@ constexpr double kWindowNeighbours = 0.125;
 // in the read's own request instead, for this share of what LinkEstimate
 // finds worth a round trip: a span ahead saves a round trip only if
 // inflation goes on into it, and on the start-up benchmark about half of
-// them were. Three quarters fetched a sixth fewer bytes on loopback than the
-// whole budget, in the same time; a half cost 0.2 s more.
+// them were. Three quarters fetched an eighth fewer bytes on loopback than
+// the whole budget, in the same time; a half cost 0.2 s more.
 constexpr double kSpanNeighbours = 0.75;
 
 LazyOptions WithoutReadAhead(LazyOptions lazy) {
