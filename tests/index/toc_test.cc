@@ -836,6 +836,19 @@ TEST(TocJson, EntriesThatAreNotObjectsAreRefusedByIndex) {
             "TOC entry #1 'q': unknown entry type '?'");
 }
 
+TEST(TocJson, JsonTheFastParserCannotHoldIsStillRead) {
+  // Integers past 64 bits and nesting past 1,024 levels are JSON; in members
+  // a TOC reader ignores they change nothing.
+  std::string deep = std::string(2000, '[') + std::string(2000, ']');
+  for (const std::string& extra : {std::string("123456789012345678901234567890"), deep}) {
+    auto toc = FromJson(R"({"version":1,"x":)" + extra + R"(,"entries":[{"name":"d","type":"dir","y":)" + extra +
+                        "}]}");
+    ASSERT_TRUE(toc.ok()) << ErrorOf(toc);
+    EXPECT_EQ(toc->entries.size(), 1u);
+    EXPECT_EQ(toc->entries.at(0).path, "d");
+  }
+}
+
 TEST(TocJson, DocumentLevelErrorsComeFirst) {
   // Invalid JSON anywhere, even after a bad entry, is what is reported.
   for (const char* json : {R"({"version":1,"entries":[5]} x)", R"({"version":1,"entries":[{"name":"a","type":"?"})",
