@@ -73,9 +73,10 @@ uint64_t NsSince(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 PieceFetcher::PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-                           LazyOptions lazy, double neighbours)
+                           LazyOptions lazy, double neighbours, uint64_t max_neighbour_bytes)
     : store_(store), layer_(std::move(layer)), pieces_(std::move(pieces)), paths_(PathsOf(store, pieces_)),
-      codec_(std::move(codec)), lazy_(std::move(lazy)), neighbours_(neighbours) {}
+      codec_(std::move(codec)), lazy_(std::move(lazy)), neighbours_(neighbours),
+      max_neighbour_bytes_(max_neighbour_bytes) {}
 
 PieceFetcher::~PieceFetcher() {
   stop_ = true;
@@ -122,7 +123,8 @@ Result<UniqueFd> PieceFetcher::Open(size_t i, size_t through) {
   uint64_t needed = End(pieces_[through]) > pieces_[i].blob_offset ? End(pieces_[through]) - pieces_[i].blob_offset : 0;
   // A small cache limit caps coalescing: a run must never evict its own
   // first piece before it is opened.
-  auto extra = static_cast<uint64_t>(neighbours_ * static_cast<double>(lazy_.link->Worthwhile()));
+  auto extra = std::min(max_neighbour_bytes_,
+                        static_cast<uint64_t>(neighbours_ * static_cast<double>(lazy_.link->Worthwhile())));
   uint64_t cap = std::min(kMaxReadRequest, std::max(needed, extra));
   if (lazy_.cache && lazy_.cache->max_bytes() > 0) cap = std::min(cap, lazy_.cache->max_bytes() / 4);
   Result<UniqueFd> out = Error(Errc::kIo, fmt::format("layer {}: piece {} vanished from the cache", layer_.digest.str(), i));

@@ -61,9 +61,10 @@ class PieceFetcher {
   // in the blob too). neighbours: the share of LinkEstimate::Worthwhile() a
   // read that must fetch spends on the missing pieces after the ones it
   // needs, as likely as they are to be needed soon (0: none, the read fetches
-  // what it asked for and no more).
+  // what it asked for and no more); max_neighbour_bytes bounds what that
+  // share comes to.
   PieceFetcher(const Store& store, fetch::Descriptor layer, std::vector<Piece> pieces, PieceCodec codec,
-               LazyOptions lazy, double neighbours = 1.0);
+               LazyOptions lazy, double neighbours = 1.0, uint64_t max_neighbour_bytes = UINT64_MAX);
   ~PieceFetcher();
   PieceFetcher(const PieceFetcher&) = delete;
   PieceFetcher& operator=(const PieceFetcher&) = delete;
@@ -126,6 +127,7 @@ class PieceFetcher {
   const PieceCodec codec_;
   const LazyOptions lazy_;
   const double neighbours_;
+  const uint64_t max_neighbour_bytes_;
   std::atomic<bool> stop_{false};
 
   std::mutex source_mu_;

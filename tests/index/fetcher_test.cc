@@ -3,8 +3,8 @@
 // read's request brings the pieces after it; the read goes on once its own
 // pieces are kept while the keeper thread verifies and caches the others;
 // a reader of one of those waits for it instead of asking again; one that
-// does not verify fails only the reads that wait for it; and a fetcher that
-// ends keeps what it was handed first.
+// does not verify fails only the reads that wait for it; a fetcher that
+// ends keeps what it was handed first; and neighbours stop at their bound.
 #include "fetcher.h"
 
 #include <unistd.h>
@@ -173,6 +173,16 @@ TEST_F(FetcherTest, AFetcherThatEndsKeepsWhatItWasHandedFirst) {
   f.reset();  // waits for the keeper
   opener.get();
   for (size_t k = 0; k < kPieces; ++k) EXPECT_TRUE(Cached(k)) << "piece " << k;
+  EXPECT_EQ(source_->requests.load(), 1);
+}
+
+TEST_F(FetcherTest, NeighboursStopAtTheirBound) {
+  Open();
+  auto f = std::make_unique<PieceFetcher>(*store_, layer_, pieces_, Codec(), lazy_, 1.0, 2 * kPiece);
+  EXPECT_EQ(Read(*f, 0), contents_[0]);
+  f.reset();  // the keeper has kept what came
+  // The bound is on the request, the read's own piece included.
+  for (size_t k = 0; k < kPieces; ++k) EXPECT_EQ(Cached(k), k <= 1) << "piece " << k;
   EXPECT_EQ(source_->requests.load(), 1);
 }
 
