@@ -8,7 +8,7 @@ BUILD_PKGS=(
   build-essential cmake ninja-build pkg-config git
   libfuse3-dev libcurl4-openssl-dev libssl-dev libarchive-dev liblmdb-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev nlohmann-json3-dev libsimdjson-dev
-  libcli11-dev zlib1g-dev libzstd-dev
+  libcli11-dev zlib1g-dev libzstd-dev libisal-dev
 )
 # Real tools the tests and the demo use as peers and oracles.
 TOOL_PKGS=(

@@ -487,6 +487,65 @@ TEST_F(TocEstargz, AlteredChunkBytesAreADigestMismatch) {
   EXPECT_EQ(got.error().code(), Errc::kMalformed) << got.error().message();
 }
 
+// A chunk may span gzip members, empty ones included, and each member's
+// trailer is checked: the CRC32 and the length, whatever inflates them.
+TEST(GzipMembers, ChunksSpanMembersAndEveryTrailerIsChecked) {
+  harness::TempDir dir;
+  // Members of 1 byte to 300 KB, stored, fast and best, and an empty one:
+  // boundaries fall everywhere relative to the inflater's read-ahead.
+  ASSERT_EQ(Sh("cd " + dir.path() + " && /usr/bin/python3 -c \"" +
+               "import random, zlib\n"
+               "r = random.Random(7); parts = []; blob = b''\n"
+               "for n, lvl in [(1, 9), (0, 6), (300000, 1), (70000, 0), (5, 9), (123457, 6)]:\n"
+               "  data = bytes(r.choice(b'abcdefgh') for _ in range(n)); parts.append(data)\n"
+               "  z = zlib.compressobj(lvl, zlib.DEFLATED, 31); blob += z.compress(data) + z.flush()\n"
+               "  open('ends', 'a').write('%d\\n' % len(blob))\n"
+               "open('blob', 'wb').write(blob); open('plain', 'wb').write(b''.join(parts))\""),
+            0);
+  std::string blob = ReadFile(dir.path() + "/blob").value();
+  std::string plain = ReadFile(dir.path() + "/plain").value();
+  uint64_t first_end = std::stoull(ReadFile(dir.path() + "/ends").value());
+  ASSERT_EQ(plain.size(), 1u + 300000 + 70000 + 5 + 123457);
+
+  Chunk all;
+  all.size = plain.size();
+  all.blob_size = blob.size();
+  all.digest = Digest::Sha256Of(plain);
+  auto got = DecodeChunk(TocFormat::kEstargz, all, blob);
+  ASSERT_TRUE(got.ok()) << got.error().message();
+  EXPECT_TRUE(*got == plain);
+
+  // A chunk that starts inside the third member and ends in the last.
+  Chunk inner = all;
+  inner.inner_offset = 1 + 1000;
+  inner.size = plain.size() - inner.inner_offset - 10;
+  inner.digest = Digest::Sha256Of(std::string_view(plain).substr(inner.inner_offset, inner.size));
+  got = DecodeChunk(TocFormat::kEstargz, inner, blob);
+  ASSERT_TRUE(got.ok()) << got.error().message();
+  EXPECT_TRUE(*got == plain.substr(inner.inner_offset, inner.size));
+
+  // The first member's CRC32 (the 4 bytes before its ISIZE) is wrong.
+  std::string bad_crc = blob;
+  bad_crc[first_end - 8] ^= 0x01;
+  got = DecodeChunk(TocFormat::kEstargz, all, bad_crc);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code(), Errc::kDigestMismatch);
+  EXPECT_NE(got.error().message().find("incorrect data check"), std::string::npos) << got.error().message();
+
+  // Bytes between two members that do not start a gzip member.
+  std::string garbage = blob;
+  garbage.insert(first_end, "garbage!");
+  got = DecodeChunk(TocFormat::kEstargz, all, garbage);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code(), Errc::kDigestMismatch);
+  EXPECT_NE(got.error().message().find("incorrect header check"), std::string::npos) << got.error().message();
+
+  // The last member cut inside its deflate data.
+  got = DecodeChunk(TocFormat::kEstargz, all, std::string_view(blob).substr(0, blob.size() - 1000));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code(), Errc::kMalformed) << got.error().message();
+}
+
 TEST_F(TocEstargz, DotDotNameIsRefused) {
   Layer l = Load("dotdot");
   auto toc = l.Index();
