@@ -32,9 +32,12 @@ struct Node {
   std::vector<std::pair<std::string, std::string>> xattrs;
   uint64_t layer_id = 0;  // whose decoded stream the extents point into
   std::vector<Extent> extents;
-  std::map<std::string, std::shared_ptr<Node>> children;
+  std::map<std::string, std::shared_ptr<Node>, std::less<>> children;  // found by string_view
   int created = 0;   // index of the layer that created (or replaced) this node
   int touched = -1;  // index of the last layer with an entry for this directory
+  // Set when the merged tree is numbered (StoreTree).
+  uint64_t ino = 0;
+  uint32_t nlink = 0;
 };
 
 std::shared_ptr<Node> NodeFrom(const TarEntry& e, int layer, uint64_t layer_id) {
@@ -106,7 +109,7 @@ class Merger {
     if (whiteout) UCRFS_TRY(CheckWhiteout(name, e.path));
     Node* dir = root_.get();
     for (auto p : parts) {
-      auto it = dir->children.find(std::string(p));
+      auto it = dir->children.find(p);
       if (it == dir->children.end() || it->second->type != EntryType::kDir) {
         if (whiteout) return Ok();  // nothing below to hide
         auto implicit = std::make_shared<Node>();
@@ -118,12 +121,16 @@ class Merger {
     }
     if (whiteout) return Whiteout(*dir, name, layer);
     if (e.type == EntryType::kHardlink) return Hardlink(*dir, std::string(name), e);
-    auto it = dir->children.find(std::string(name));
+    auto it = dir->children.find(name);
     if (e.type == EntryType::kDir && it != dir->children.end() && it->second->type == EntryType::kDir) {
       UpdateDir(*it->second, e, layer);
       return Ok();
     }
-    dir->children.insert_or_assign(std::string(name), NodeFrom(e, layer, layer_id));
+    if (it != dir->children.end()) {
+      it->second = NodeFrom(e, layer, layer_id);
+    } else {
+      dir->children.emplace_hint(it, std::string(name), NodeFrom(e, layer, layer_id));
+    }
     return Ok();
   }
 
@@ -155,7 +162,7 @@ class Merger {
     } else {
       // A whiteout hides what lower layers put there, never an entry of its
       // own layer (image-spec: whiteouts apply to lower/parent layers only).
-      auto it = dir.children.find(std::string(name.substr(4)));
+      auto it = dir.children.find(name.substr(4));
       if (it != dir.children.end() && it->second->created < layer) dir.children.erase(it);
     }
     return Ok();
@@ -165,7 +172,7 @@ class Merger {
     Node* cur = root_.get();
     std::shared_ptr<Node> target;
     for (auto p : SplitPath(e.link_target)) {
-      auto it = cur->type == EntryType::kDir ? cur->children.find(std::string(p)) : cur->children.end();
+      auto it = cur->type == EntryType::kDir ? cur->children.find(p) : cur->children.end();
       if (it == cur->children.end()) {
         target = nullptr;
         break;
@@ -263,24 +270,26 @@ Result<TreeRecord> DecodeTree(std::string_view v) {
 }
 
 // Numbers the merged tree (root = 1, breadth first, a hardlinked node once)
-// and writes it in one transaction.
-Result<TreeRecord> StoreTree(Store& store, const Digest& manifest, const Node& root) {
-  std::unordered_map<const Node*, uint64_t> ino;
-  std::unordered_map<const Node*, uint32_t> links;
-  std::vector<const Node*> order;
-  std::deque<const Node*> queue{&root};
-  ino[&root] = kRootIno;
-  order.push_back(&root);
-  while (!queue.empty()) {
-    const Node* d = queue.front();
-    queue.pop_front();
+// and writes it in one transaction. Inodes and directory entries are written
+// in key order, so LMDB appends them: a tree's id is larger than every id
+// before it, and a directory's children are in the byte order LMDB sorts by.
+Result<TreeRecord> StoreTree(Store& store, const Digest& manifest, Node& root) {
+  std::vector<Node*> order{&root};  // by inode number; also the queue of the walk
+  root.ino = kRootIno;
+  for (size_t q = 0; q < order.size(); ++q) {
+    Node* d = order[q];
+    if (d->type != EntryType::kDir) continue;
+    uint32_t subdirs = 0;
     for (const auto& [name, child] : d->children) {
-      ++links[child.get()];
-      if (ino.emplace(child.get(), order.size() + 1).second) {
-        order.push_back(child.get());
-        if (child->type == EntryType::kDir) queue.push_back(child.get());
+      Node* c = child.get();
+      ++c->nlink;  // a directory's count is set when it is walked
+      if (c->ino == 0) {
+        c->ino = order.size() + 1;
+        order.push_back(c);
       }
+      subdirs += c->type == EntryType::kDir ? 1 : 0;
     }
+    d->nlink = 2 + subdirs;
   }
   const auto& env = store.env();
   Txn txn;
@@ -290,22 +299,19 @@ Result<TreeRecord> StoreTree(Store& store, const Digest& manifest, const Node& r
   TreeRecord rec;
   UCRFS_ASSIGN(rec.id, NextId(txn, env, "next_tree_id"));
   rec.inodes = order.size();
+  std::string key;
   for (const Node* n : order) {
-    uint32_t nlink = links[n];
-    if (n->type == EntryType::kDir) {
-      nlink = 2;
-      for (const auto& [name, c] : n->children) nlink += c->type == EntryType::kDir ? 1 : 0;
-    }
     if (n->type == EntryType::kFile) rec.bytes += n->size;
-    uint64_t i = ino[n];
-    UCRFS_TRY(txn.Put(env[Dbi::kInodes], InodeKey(rec.id, i), EncodeInode(*n, nlink), MDB_APPEND));
+    const std::string prefix = InodeKey(rec.id, n->ino);
+    UCRFS_TRY(txn.Put(env[Dbi::kInodes], prefix, EncodeInode(*n, n->nlink), MDB_APPEND));
     for (const auto& [name, c] : n->children) {
-      UCRFS_TRY(txn.Put(env[Dbi::kDirents], Encoder().U64BE(rec.id).U64BE(i).Raw(name).str(),
-                        Encoder().U64BE(ino[c.get()]).str()));
+      key.assign(prefix).append(name);
+      UCRFS_TRY(txn.Put(env[Dbi::kDirents], key, Encoder().U64BE(c->ino).str(), MDB_APPEND));
     }
     for (const auto& [k, v] : n->xattrs) {
       rec.has_xattrs = true;
-      UCRFS_TRY(txn.Put(env[Dbi::kXattrs], Encoder().U64BE(rec.id).U64BE(i).Raw(k).str(), v));
+      key.assign(prefix).append(k);
+      UCRFS_TRY(txn.Put(env[Dbi::kXattrs], key, v));
     }
   }
   UCRFS_TRY(txn.Put(env[Dbi::kTrees], manifest.str(), EncodeTree(rec)));
