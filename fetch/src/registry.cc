@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -198,13 +199,26 @@ Result<HttpResponse> RegistryClient::Attempt(HttpClient& http, Call& call, const
   if (to_registry) {
     if (auto h = AuthHeader()) req.headers.push_back(*h);
   }
-  uint64_t offset = call.blob != nullptr ? call.blob->written() : 0;
-  if (offset > 0) req.headers.push_back(fmt::format("Range: bytes={}-", offset));
+  uint64_t offset = 0;
+  if (call.range) {
+    if (call.blob->written() > 0) UCRFS_TRY(call.blob->Restart());
+    offset = call.range->first;
+    req.headers.push_back(fmt::format("Range: bytes={}-{}", offset, offset + call.range->second - 1));
+  } else {
+    offset = call.blob != nullptr ? call.blob->written() : 0;
+    if (offset > 0) req.headers.push_back(fmt::format("Range: bytes={}-", offset));
+  }
 
   bool first_chunk = true;
   BodySink sink = [&](const HttpResponse& head, std::string_view data) -> Status {
     if (first_chunk) {
       first_chunk = false;
+      if (call.range && head.status == 200 && offset > 0) {
+        return Error(Errc::kProtocol, fmt::format("{}: the registry ignores Range requests", call.what));
+      }
+      if (call.range && head.status != 206 && head.status != 200) {
+        return Error(Errc::kProtocol, fmt::format("{}: expected 206, got HTTP {}", call.what, head.status));
+      }
       if (offset > 0 && head.status == 200) {
         spdlog::debug("{}: server ignored the Range request; restarting from byte 0", call.what);
         UCRFS_TRY(call.blob->Restart());
@@ -423,12 +437,49 @@ Status RegistryClient::GetBlob(const Descriptor& desc, BlobSink& sink) {
   return Ok();
 }
 
-Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) {
+namespace {
+
+// Collects the answer to a Range request, handing its first bytes to
+// `early` as soon as they are in. More bytes than the range is kTooBig: a
+// registry that ignores Range sends the whole blob.
+class RangeSink final : public BlobSink {
+ public:
+  RangeSink(uint64_t length, uint64_t early_bytes, const ImageSource::EarlyBytes* early)
+      : length_(length), early_bytes_(early_bytes), early_(early != nullptr && *early ? early : nullptr) {
+    buf_.reserve(std::min<uint64_t>(length, 64 << 20));
+  }
+  Status Write(std::string_view data) override {
+    if (data.size() > length_ - buf_.size()) return Error(Errc::kTooBig, "more bytes than the range");
+    buf_.append(data);
+    if (early_ != nullptr && buf_.size() >= early_bytes_) {
+      auto early = std::exchange(early_, nullptr);  // once, even if the transfer restarts
+      (*early)(std::string_view(buf_).substr(0, early_bytes_));
+    }
+    return Ok();
+  }
+  Status Restart() override {
+    buf_.clear();
+    return Ok();
+  }
+  uint64_t written() const override { return buf_.size(); }
+  std::string take() { return std::move(buf_); }
+
+ private:
+  const uint64_t length_, early_bytes_;
+  const ImageSource::EarlyBytes* early_;
+  std::string buf_;
+};
+
+}  // namespace
+
+Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length,
+                                                 uint64_t early_bytes, const ImageSource::EarlyBytes* early) {
   if (length == 0) return std::string();
+  RangeSink sink(length, std::min(early_bytes, length), early);
   Call call{.what = fmt::format("blob {} bytes {}+{}", desc.digest.str(), offset, length),
             .url = fmt::format("{}/v2/{}/blobs/{}", base_url_, repository_, desc.digest.str()),
-            .headers = {fmt::format("Range: bytes={}-{}", offset, offset + length - 1)},
-            .max_body = static_cast<size_t>(length)};
+            .blob = &sink,
+            .range = std::pair(offset, length)};
   auto resp = Run(call);
   if (!resp.ok()) {
     if (resp.error().code() == Errc::kTooBig) {
@@ -436,9 +487,10 @@ Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_
     }
     return resp.error();
   }
+  // The body's first bytes were checked as they came; an empty body was not.
   if (resp->status != 206) {
     // A 200 with the whole blob is only acceptable when that is the range.
-    if (!(resp->status == 200 && offset == 0 && resp->body.size() <= length)) {
+    if (!(resp->status == 200 && offset == 0)) {
       return Error(Errc::kProtocol, fmt::format("{}: expected 206, got HTTP {}", call.what, resp->status));
     }
   } else {
@@ -448,7 +500,7 @@ Result<std::string> RegistryClient::GetBlobRange(const Descriptor& desc, uint64_
                                                 resp->Header("content-range")));
     }
   }
-  return std::move(resp->body);
+  return sink.take();
 }
 
 Result<bool> RegistryClient::HasBlob(const Digest& digest) {

@@ -69,7 +69,9 @@ class RegistryClient {
 
   // GET with "Range: bytes=offset-(offset+length-1)"; the registry must answer
   // 206 with that range (a registry that ignores Range is kProtocol).
-  Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length);
+  // See ImageSource::GetBlobRangeEarly; `early` may be null.
+  Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length,
+                                   uint64_t early_bytes = 0, const ImageSource::EarlyBytes* early = nullptr);
 
   const std::string& base_url() const { return base_url_; }
 
@@ -83,6 +85,10 @@ class RegistryClient {
     std::string url;
     std::vector<std::string> headers;
     BlobSink* blob = nullptr;
+    // With `blob`: read only the bytes [first, first + length) of the blob,
+    // by a Range request. A range is not resumed: a retry restarts `blob`
+    // and asks for all of it again.
+    std::optional<std::pair<uint64_t, uint64_t>> range;  // first, length
     size_t max_body = 1 << 20;
     std::string method = "GET";
     std::optional<std::string_view> body;  // PUT/POST; must outlive the call

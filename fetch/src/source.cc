@@ -44,6 +44,11 @@ class RegistrySource final : public ImageSource {
     return client_->GetBlobRange(desc, offset, length);
   }
 
+  Result<std::string> GetBlobRangeEarly(const Descriptor& desc, uint64_t offset, uint64_t length,
+                                        uint64_t early_bytes, const EarlyBytes& early) override {
+    return client_->GetBlobRange(desc, offset, length, early_bytes, &early);
+  }
+
  private:
   const Reference ref_;
   std::unique_ptr<RegistryClient> client_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <random>
 
 #include <fmt/format.h>
@@ -88,15 +89,14 @@ PieceFetcher::~PieceFetcher() {
   }
   ra_cv_.notify_all();
   if (read_ahead.joinable()) read_ahead.join();
-  // The keeper keeps what it was handed before it ends: nothing fetched is lost.
-  std::thread keeper;
+  // Requests still bringing neighbours finish and keep them: nothing
+  // fetched is lost.
+  std::list<Transfer> transfers;
   {
-    std::lock_guard lock(keep_mu_);
-    keeper_stop_ = true;
-    keeper = std::move(keeper_);
+    std::lock_guard lock(transfers_mu_);
+    transfers = std::move(transfers_);
   }
-  keep_cv_.notify_all();
-  if (keeper.joinable()) keeper.join();
+  for (Transfer& t : transfers) t.thread.join();
 }
 
 Result<UniqueFd> PieceFetcher::OpenCached(size_t i) {
@@ -220,24 +220,62 @@ void PieceFetcher::Finish(const std::vector<size_t>& run, const std::vector<Stat
   cv_.notify_all();
 }
 
+namespace {
+
+Result<std::string_view> View(const Result<std::string>& r) {
+  if (!r.ok()) return r.error();
+  return std::string_view(*r);
+}
+
+}  // namespace
+
 Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool background, size_t now) {
   uint64_t start = pieces_[run.front()].blob_offset, end = 0;
   for (size_t k : run) end = std::max(end, End(pieces_[k]));
-  auto data = std::make_shared<const Result<std::string>>(CompressedBytes(start, end - start));
-  if (now >= run.size()) return KeepRun(run, *data, start, background);
+  if (now >= run.size()) return KeepRun(run, View(CompressedBytes(start, end - start)), start, background);
   std::vector<size_t> first(run.begin(), run.begin() + static_cast<ptrdiff_t>(now));
   std::vector<size_t> rest(run.begin() + static_cast<ptrdiff_t>(now), run.end());
-  Status st = KeepRun(first, *data, start, background);
-  {
-    std::lock_guard lock(keep_mu_);
-    unkept_.push_back({std::move(data), start, std::move(rest)});
-    if (!keeper_.joinable()) keeper_ = std::thread([this] { RunKeeper(); });
-  }
-  keep_cv_.notify_one();
-  return st;
+  // The request runs on a thread of its own. The read's pieces are kept as
+  // soon as their bytes are in, and the read goes on then; the neighbours'
+  // bytes are still coming, and that thread keeps them once they are in.
+  uint64_t first_end = 0;
+  for (size_t k : first) first_end = std::max(first_end, End(pieces_[k]));
+  auto own = std::make_shared<std::promise<Status>>();
+  std::future<Status> mine = own->get_future();
+  StartTransfer([this, first = std::move(first), rest = std::move(rest), start, end, first_end, background, own] {
+    bool kept = false;
+    auto early = [&](std::string_view bytes) {
+      kept = true;
+      own->set_value(KeepRun(first, bytes, start, background));
+    };
+    Result<std::string> data = CompressedBytes(start, end - start, first_end - start, early);
+    if (!kept) own->set_value(KeepRun(first, View(data), start, background));
+    // A neighbour that does not verify fails only the reads waiting for it;
+    // the next read that needs it fetches it again.
+    (void)KeepRun(rest, View(data), start, /*background=*/false);
+  });
+  return mine.get();
 }
 
-Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::string>& data, uint64_t start,
+void PieceFetcher::StartTransfer(std::function<void()> work) {
+  std::lock_guard lock(transfers_mu_);
+  for (auto it = transfers_.begin(); it != transfers_.end();) {  // reap those that have ended
+    if (it->ended->load()) {
+      it->thread.join();
+      it = transfers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto ended = std::make_shared<std::atomic<bool>>(false);
+  transfers_.push_back(Transfer{std::thread([work = std::move(work), ended] {
+                                  work();
+                                  *ended = true;
+                                }),
+                                ended});
+}
+
+Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::string_view>& data, uint64_t start,
                              bool background) {
   std::vector<Status> results;
   for (size_t k : run) {
@@ -248,7 +286,7 @@ Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::s
       results.push_back(Error(Errc::kProtocol, fmt::format("layer {}: short range at offset {}", layer_.digest.str(),
                                                            p.blob_offset)));
     } else {
-      results.push_back(Keep(k, std::string_view(*data).substr(p.blob_offset - start, p.blob_size)));
+      results.push_back(Keep(k, data->substr(p.blob_offset - start, p.blob_size)));
     }
   }
   size_t failed = 0;
@@ -267,24 +305,6 @@ Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::s
   return results.front();
 }
 
-// Keeps the neighbours reads handed over, oldest first, until the fetcher
-// ends and nothing is left.
-void PieceFetcher::RunKeeper() {
-  for (;;) {
-    Unkept next;
-    {
-      std::unique_lock lock(keep_mu_);
-      keep_cv_.wait(lock, [&] { return keeper_stop_ || !unkept_.empty(); });
-      if (unkept_.empty()) return;
-      next = std::move(unkept_.front());
-      unkept_.pop_front();
-    }
-    // A neighbour that does not verify fails only the reads waiting for it;
-    // the next read that needs it fetches it again.
-    (void)KeepRun(next.run, *next.data, next.start, /*background=*/false);
-  }
-}
-
 Status PieceFetcher::Keep(size_t i, std::string_view compressed) {
   UCRFS_ASSIGN(std::string cached, codec_(pieces_[i], compressed));
   UCRFS_TRY(CacheFile(paths_[i], cached));
@@ -299,8 +319,13 @@ Status PieceFetcher::Keep(size_t i, std::string_view compressed) {
 
 // Compressed bytes of the blob: from the blob file when the store has it (a
 // full pull happened since), else from the source by Range.
-Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size) {
-  if (store_.HasBlob(layer_.digest)) return ReadFileRange(store_.BlobPath(layer_.digest), offset, size);
+Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size, uint64_t early_bytes,
+                                                  const fetch::ImageSource::EarlyBytes& early) {
+  if (store_.HasBlob(layer_.digest)) {
+    auto r = ReadFileRange(store_.BlobPath(layer_.digest), offset, size);
+    if (r.ok() && early && r->size() >= early_bytes) early(std::string_view(*r).substr(0, early_bytes));
+    return r;
+  }
   std::shared_ptr<fetch::ImageSource> source;
   {
     std::lock_guard lock(source_mu_);
@@ -314,10 +339,21 @@ Result<std::string> PieceFetcher::CompressedBytes(uint64_t offset, uint64_t size
   }
   ++lazy_.stats->requests;
   auto sent = std::chrono::steady_clock::now();
-  auto data = source->GetBlobRange(layer_, offset, size);
+  // The link is timed without what the early bytes' reader did meanwhile.
+  uint64_t early_ns = 0;
+  fetch::ImageSource::EarlyBytes timed;
+  if (early) {
+    timed = [&](std::string_view bytes) {
+      auto t = std::chrono::steady_clock::now();
+      early(bytes);
+      early_ns += NsSince(t);
+    };
+  }
+  auto data = early ? source->GetBlobRangeEarly(layer_, offset, size, early_bytes, timed)
+                    : source->GetBlobRange(layer_, offset, size);
   if (data.ok()) {
     lazy_.stats->bytes_fetched += data->size();
-    lazy_.link->Observe(data->size(), static_cast<double>(NsSince(sent)) / 1e9);
+    lazy_.link->Observe(data->size(), static_cast<double>(NsSince(sent) - early_ns) / 1e9);
   }
   return data;
 }

@@ -10,9 +10,11 @@
 //  * coalescing: a read that needs several missing pieces lying next to each
 //    other in the blob fetches them with one request;
 //  * neighbours: that request also takes the missing pieces that follow, as
-//    many bytes as LinkEstimate finds worth a round trip; the read returns
-//    once its own pieces are kept, and a keeper thread verifies and caches
-//    the neighbours (readers that want one wait for it, as on any flight);
+//    many bytes as LinkEstimate finds worth a round trip. The request runs on
+//    a thread of its own: the read returns once its own pieces have arrived
+//    and are kept, while the neighbours' bytes are still coming; that thread
+//    then verifies and caches them (readers that want one wait for it, as on
+//    any flight);
 //  * read-ahead (LazyOptions::read_ahead): after a read's fetch, the missing
 //    pieces that follow it, in a request of their own that later reads wait
 //    on rather than repeat;
@@ -29,8 +31,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -99,19 +101,26 @@ class PieceFetcher {
   std::vector<size_t> Claim(const std::vector<size_t>& candidates, uint64_t max_bytes, bool background);
   // Fetches claimed pieces with one request, caches each, ends their
   // flights, and returns the first one's status. Only the first `now` pieces
-  // are kept before it returns; the keeper thread keeps the others.
+  // are kept before it returns, as soon as their bytes have arrived (while
+  // the others' are still coming); the request's thread keeps the others.
   Status FetchClaimed(const std::vector<size_t>& run, bool background, size_t now = SIZE_MAX);
   // Keeps the pieces of `run` (from `data`, the request's bytes from blob
   // offset `start`; or its error) and ends their flights.
-  Status KeepRun(const std::vector<size_t>& run, const Result<std::string>& data, uint64_t start, bool background);
+  Status KeepRun(const std::vector<size_t>& run, const Result<std::string_view>& data, uint64_t start,
+                 bool background);
   void Finish(const std::vector<size_t>& run, const std::vector<Status>& results);
-  void RunKeeper();
+  // Runs `work` (a request bringing neighbours) on a thread of its own.
+  void StartTransfer(std::function<void()> work);
   // Waits for the flight of piece i, if there is one; but a piece that only
   // the background fetch is after is fetched now, on its own, rather than
   // behind the background's larger request.
   Status WaitOrOvertake(size_t i);
   Status Keep(size_t i, std::string_view compressed);
-  Result<std::string> CompressedBytes(uint64_t offset, uint64_t size);
+  // `size` bytes of the blob from `offset`; `early`, when set, gets the
+  // first `early_bytes` of them as soon as they are in
+  // (fetch::ImageSource::GetBlobRangeEarly).
+  Result<std::string> CompressedBytes(uint64_t offset, uint64_t size, uint64_t early_bytes = 0,
+                                      const fetch::ImageSource::EarlyBytes& early = nullptr);
   // Hands the read-ahead worker the piece after which to fetch ahead
   // (replacing any hand-off it has not started on yet).
   void ReadAheadAfter(size_t last);
@@ -144,18 +153,14 @@ class PieceFetcher {
   std::optional<size_t> ra_after_;  // guarded by ra_mu_
   std::thread read_ahead_;          // started by the first read that fetches; guarded by ra_mu_
 
-  // Neighbours fetched by reads, not yet kept: the request's bytes (from
-  // blob offset `start`) and the pieces of them to keep.
-  struct Unkept {
-    std::shared_ptr<const Result<std::string>> data;
-    uint64_t start = 0;
-    std::vector<size_t> run;
+  // Requests of reads that bring neighbours, each on its thread; joined
+  // when they have ended (by the next StartTransfer) or by the destructor.
+  struct Transfer {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> ended;
   };
-  std::mutex keep_mu_;
-  std::condition_variable keep_cv_;
-  std::deque<Unkept> unkept_;  // guarded by keep_mu_
-  bool keeper_stop_ = false;   // guarded by keep_mu_
-  std::thread keeper_;         // started by the first read that brings neighbours; guarded by keep_mu_
+  std::mutex transfers_mu_;
+  std::list<Transfer> transfers_;  // guarded by transfers_mu_
 
   std::thread prefetcher_;  // started last, joined first
 };

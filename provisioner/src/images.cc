@@ -66,6 +66,12 @@ class CountingSource final : public fetch::ImageSource {
     if (r.ok()) bytes_ += r->size();
     return r;
   }
+  Result<std::string> GetBlobRangeEarly(const fetch::Descriptor& d, uint64_t offset, uint64_t length,
+                                        uint64_t early_bytes, const EarlyBytes& early) override {
+    auto r = inner_.GetBlobRangeEarly(d, offset, length, early_bytes, early);
+    if (r.ok()) bytes_ += r->size();
+    return r;
+  }
 
  private:
   Result<fetch::ManifestBlob> Count(Result<fetch::ManifestBlob> m) {

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -586,6 +587,9 @@ struct Reply {
   int status = 200;
   std::vector<std::string> headers;
   std::string body;
+  // Sends the body's first `split` bytes, then calls `between`, then the rest.
+  size_t split = std::string::npos;
+  std::function<void()> between;
 };
 
 // An HTTP/1.1 server on 127.0.0.1 answering each request on its own
@@ -675,8 +679,15 @@ class ScriptedServer {
     for (const auto& h : r.headers) out += h + "\r\n";
     out += fmt::format("Content-Length: {}\r\n", r.body.size());
     out += "\r\n";
-    if (req.method != "HEAD") out += r.body;
+    std::string rest;
+    if (req.method != "HEAD") {
+      size_t split = std::min(r.split, r.body.size());
+      out += r.body.substr(0, split);
+      rest = r.body.substr(split);
+    }
     (void)!::send(c, out.data(), out.size(), MSG_NOSIGNAL);
+    if (r.between) r.between();
+    if (!rest.empty()) (void)!::send(c, rest.data(), rest.size(), MSG_NOSIGNAL);
   }
 
   std::function<Reply(const SeenRequest&)> handler_;
@@ -835,6 +846,60 @@ TEST(ScriptedPushTest, TokenIsAskedForPullAndPush) {
   ASSERT_EQ(token_queries.size(), 1u);
   EXPECT_EQ(token_queries[0],
             "service=scripted&scope=repository%3Aucrfs%2Fapp%3Apull&scope=repository%3Aucrfs%2Fapp%3Apull%2Cpush");
+}
+
+// ---------------------------------------------------------------- ranges
+
+// A lazy read's request brings neighbours after the bytes the read needs:
+// those first bytes are handed over as soon as they are in.
+TEST(ScriptedRangeTest, TheFirstBytesOfARangeComeBeforeTheRest) {
+  using namespace std::chrono_literals;
+  std::string blob(1000, '\0');
+  for (size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<char>('a' + i % 26);
+  Descriptor desc;
+  desc.digest = Digest::Sha256Of(blob);
+  desc.size = static_cast<int64_t>(blob.size());
+  std::promise<void> rest;
+  std::shared_future<void> rest_sent = rest.get_future().share();
+  ScriptedServer server([&](const SeenRequest& req) -> Reply {
+    if (req.target == "/v2/") return {200};
+    if (req.target != "/v2/ucrfs/app/blobs/" + desc.digest.str()) return {404};
+    auto range = req.headers.find("range");
+    if (range != req.headers.end() && range->second == "bytes=100-399") {
+      Reply r{206, {"Content-Range: bytes 100-399/1000"}, blob.substr(100, 300)};
+      r.split = 50;
+      r.between = [rest_sent] { rest_sent.wait_for(10s); };
+      return r;
+    }
+    return {200, {}, blob};  // a registry that ignores Range
+  });
+  auto source = OpenSource(Ref(server.addr() + "/ucrfs/app:v1"), FastOptions());
+  ASSERT_TRUE(source.ok()) << source.error().message();
+
+  std::promise<std::string> early;
+  auto first = early.get_future();
+  auto got = std::async(std::launch::async, [&] {
+    return (*source)->GetBlobRangeEarly(desc, 100, 300, 40,
+                                        [&](std::string_view bytes) { early.set_value(std::string(bytes)); });
+  });
+  if (first.wait_for(10s) != std::future_status::ready) {
+    rest.set_value();
+    FAIL() << "the first bytes were held back until the rest came";
+  }
+  EXPECT_EQ(first.get(), blob.substr(100, 40));
+  EXPECT_EQ(got.wait_for(100ms), std::future_status::timeout) << "the range ended before its rest was sent";
+  rest.set_value();
+  auto all = got.get();
+  ASSERT_TRUE(all.ok()) << all.error().message();
+  EXPECT_EQ(*all, blob.substr(100, 300));
+
+  // A whole blob in answer to a Range is refused, and nothing is handed over.
+  bool handed = false;
+  auto whole = (*source)->GetBlobRangeEarly(desc, 500, 100, 10, [&](std::string_view) { handed = true; });
+  ASSERT_FALSE(whole.ok());
+  EXPECT_EQ(whole.error().code(), Errc::kProtocol);
+  EXPECT_NE(whole.error().message().find("ignores Range"), std::string::npos) << whole.error().message();
+  EXPECT_FALSE(handed);
 }
 
 }  // namespace

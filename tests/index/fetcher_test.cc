@@ -38,7 +38,19 @@ class CountingSource final : public harness::RangeOnlySource {
     ++requests;
     return blob_.substr(offset, length);
   }
+  // With `rest` set, a range's first bytes are handed over early and the
+  // rest "arrive" once `rest` is ready.
+  Result<std::string> GetBlobRangeEarly(const fetch::Descriptor& d, uint64_t offset, uint64_t length,
+                                        uint64_t early_bytes, const EarlyBytes& early) override {
+    if (!rest.valid()) return ImageSource::GetBlobRangeEarly(d, offset, length, early_bytes, early);
+    ++requests;
+    std::string bytes = blob_.substr(offset, length);
+    early(std::string_view(bytes).substr(0, early_bytes));
+    if (rest.wait_for(10s) != std::future_status::ready) return Error(Errc::kNetwork, "the rest never came");
+    return bytes;
+  }
   std::atomic<int> requests{0};
+  std::shared_future<void> rest;
 
  private:
   std::string blob_;
@@ -139,6 +151,26 @@ TEST_F(FetcherTest, AReadGoesOnWhileItsNeighboursAreKept) {
   EXPECT_EQ(source_->requests.load(), 1);
   f.reset();
   for (size_t k = 0; k < kPieces; ++k) EXPECT_TRUE(Cached(k)) << "piece " << k;
+}
+
+TEST_F(FetcherTest, AReadGoesOnOnceItsOwnBytesAreInNotItsNeighbours) {
+  Open();
+  std::promise<void> rest;
+  source_->rest = rest.get_future().share();
+  auto f = NewFetcher();
+  auto first = std::async(std::launch::async, [&] { return Read(*f, 0); });
+  if (first.wait_for(5s) != std::future_status::ready) {
+    rest.set_value();
+    FAIL() << "the read waited for its neighbours' bytes";
+  }
+  EXPECT_EQ(first.get(), contents_[0]);
+  EXPECT_FALSE(Cached(1)) << "a neighbour was kept before its bytes came";
+  // A reader of a neighbour waits for that request, not for one of its own.
+  auto later = std::async(std::launch::async, [&] { return Read(*f, 5); });
+  EXPECT_EQ(later.wait_for(200ms), std::future_status::timeout) << "piece 5 was served before its bytes came";
+  rest.set_value();
+  EXPECT_EQ(later.get(), contents_[5]);
+  EXPECT_EQ(source_->requests.load(), 1);
 }
 
 TEST_F(FetcherTest, ANeighbourThatDoesNotVerifyFailsOnlyItsReaders) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -99,6 +100,22 @@ class ImageSource {
   // lazy layers. The caller verifies what it decodes from them. kUnsupported
   // for sources that cannot read a range without reading the whole blob.
   virtual Result<std::string> GetBlobRange(const Descriptor& desc, uint64_t offset, uint64_t length) = 0;
+
+  // Receives the first bytes of a range as soon as they have arrived.
+  using EarlyBytes = std::function<void(std::string_view first)>;
+
+  // GetBlobRange, calling `early` once, on the calling thread, with the
+  // range's first `early_bytes` bytes as soon as they have arrived, while the
+  // rest are still on their way: a lazy read needs the front of a request
+  // that also brings what later reads may want. Not called when the request
+  // fails before then; a failure after it is returned as from GetBlobRange.
+  // Sources that cannot tell call it once everything has arrived.
+  virtual Result<std::string> GetBlobRangeEarly(const Descriptor& desc, uint64_t offset, uint64_t length,
+                                                uint64_t early_bytes, const EarlyBytes& early) {
+    auto r = GetBlobRange(desc, offset, length);
+    if (r.ok() && early && r->size() >= early_bytes) early(std::string_view(*r).substr(0, early_bytes));
+    return r;
+  }
 };
 
 // What an ImageRef names once the options are applied: a bare name under
