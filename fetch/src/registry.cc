@@ -442,32 +442,23 @@ namespace {
 // Collects the answer to a Range request, handing its first bytes to
 // `early` as soon as they are in. More bytes than the range is kTooBig: a
 // registry that ignores Range sends the whole blob.
-class RangeSink final : public BlobSink {
+class RangeSink final : public MemorySink {
  public:
   RangeSink(uint64_t length, uint64_t early_bytes, const ImageSource::EarlyBytes* early)
-      : length_(length), early_bytes_(early_bytes), early_(early != nullptr && *early ? early : nullptr) {
-    buf_.reserve(std::min<uint64_t>(length, 64 << 20));
-  }
-  Status Write(std::string_view data) override {
-    if (data.size() > length_ - buf_.size()) return Error(Errc::kTooBig, "more bytes than the range");
-    buf_.append(data);
-    if (early_ != nullptr && buf_.size() >= early_bytes_) {
+      : MemorySink(length, "more bytes than the range"), early_bytes_(early_bytes),
+        early_(early != nullptr && *early ? early : nullptr) {}
+  Status Write(std::string_view bytes) override {
+    UCRFS_TRY(MemorySink::Write(bytes));
+    if (early_ != nullptr && written() >= early_bytes_) {
       auto early = std::exchange(early_, nullptr);  // once, even if the transfer restarts
-      (*early)(std::string_view(buf_).substr(0, early_bytes_));
+      (*early)(data().substr(0, early_bytes_));
     }
     return Ok();
   }
-  Status Restart() override {
-    buf_.clear();
-    return Ok();
-  }
-  uint64_t written() const override { return buf_.size(); }
-  std::string take() { return std::move(buf_); }
 
  private:
-  const uint64_t length_, early_bytes_;
+  const uint64_t early_bytes_;
   const ImageSource::EarlyBytes* early_;
-  std::string buf_;
 };
 
 }  // namespace

@@ -84,27 +84,6 @@ Result<fetch::Descriptor> DescriptorFrom(const Json& j, std::string_view what) {
   return d;
 }
 
-// Receives a blob into memory, refusing more than `limit` bytes.
-class MemorySink final : public fetch::BlobSink {
- public:
-  explicit MemorySink(uint64_t limit) : limit_(limit) {}
-  Status Write(std::string_view data) override {
-    if (data.size() > limit_ - data_.size()) return Error(Errc::kTooBig, "blob larger than its descriptor says");
-    data_.append(data);
-    return Ok();
-  }
-  Status Restart() override {
-    data_.clear();
-    return Ok();
-  }
-  uint64_t written() const override { return data_.size(); }
-  std::string take() { return std::move(data_); }
-
- private:
-  uint64_t limit_;
-  std::string data_;
-};
-
 }  // namespace
 
 std::string IndexTag(const Digest& manifest) {
@@ -361,7 +340,7 @@ Result<std::string> FetchArtifactBlob(fetch::ImageSource& source, const fetch::D
   if (desc.size < 0 || static_cast<uint64_t>(desc.size) > max_size) {
     return Error(Errc::kTooBig, fmt::format("ucrfs index blob {} is too large", desc.digest.str()));
   }
-  MemorySink sink(static_cast<uint64_t>(desc.size));
+  fetch::MemorySink sink(static_cast<uint64_t>(desc.size), "blob larger than its descriptor says");
   UCRFS_TRY(source.GetBlob(desc, sink));
   std::string data = sink.take();
   UCRFS_TRY(VerifyDigest(desc.digest, Digest::Of(desc.digest.algorithm(), data), "ucrfs index blob"));

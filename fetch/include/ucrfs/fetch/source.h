@@ -5,6 +5,7 @@
 // from several threads (a pull downloads layers in parallel).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,32 @@ class BlobSink {
   // Bytes accepted since the start (or the last Restart), so a source can
   // resume a broken transfer with a Range request.
   virtual uint64_t written() const = 0;
+};
+
+// A BlobSink into memory that refuses more than `limit` bytes (kTooBig,
+// with the message `too_big`).
+class MemorySink : public BlobSink {
+ public:
+  MemorySink(uint64_t limit, std::string too_big) : limit_(limit), too_big_(std::move(too_big)) {
+    data_.reserve(std::min<uint64_t>(limit, 64 << 20));
+  }
+  Status Write(std::string_view data) override {
+    if (data.size() > limit_ - data_.size()) return Error(Errc::kTooBig, too_big_);
+    data_.append(data);
+    return Ok();
+  }
+  Status Restart() override {
+    data_.clear();
+    return Ok();
+  }
+  uint64_t written() const override { return data_.size(); }
+  std::string_view data() const { return data_; }
+  std::string take() { return std::move(data_); }
+
+ private:
+  const uint64_t limit_;
+  const std::string too_big_;
+  std::string data_;
 };
 
 // A manifest (or index) as the source gave it, checked against its digest.
