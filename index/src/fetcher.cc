@@ -7,6 +7,7 @@
 #include <chrono>
 #include <future>
 #include <random>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -242,7 +243,8 @@ Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool backgroun
   for (size_t k : first) first_end = std::max(first_end, End(pieces_[k]));
   auto own = std::make_shared<std::promise<Status>>();
   std::future<Status> mine = own->get_future();
-  StartTransfer([this, first = std::move(first), rest = std::move(rest), start, end, first_end, background, own] {
+  auto work = std::make_shared<std::function<void()>>([this, first = std::move(first), rest = std::move(rest), start,
+                                                         end, first_end, background, own] {
     bool kept = false;
     auto early = [&](std::string_view bytes) {
       kept = true;
@@ -254,10 +256,11 @@ Status PieceFetcher::FetchClaimed(const std::vector<size_t>& run, bool backgroun
     // the next read that needs it fetches it again.
     (void)KeepRun(rest, View(data), start, /*background=*/false);
   });
+  if (!StartTransfer(work)) (*work)();  // no thread to be had: the read waits for all of it
   return mine.get();
 }
 
-void PieceFetcher::StartTransfer(std::function<void()> work) {
+bool PieceFetcher::StartTransfer(const std::shared_ptr<std::function<void()>>& work) {
   std::lock_guard lock(transfers_mu_);
   for (auto it = transfers_.begin(); it != transfers_.end();) {  // reap those that have ended
     if (it->ended->load()) {
@@ -268,11 +271,17 @@ void PieceFetcher::StartTransfer(std::function<void()> work) {
     }
   }
   auto ended = std::make_shared<std::atomic<bool>>(false);
-  transfers_.push_back(Transfer{std::thread([work = std::move(work), ended] {
-                                  work();
-                                  *ended = true;
-                                }),
-                                ended});
+  try {
+    transfers_.push_back(Transfer{std::thread([work, ended] {
+                                    (*work)();
+                                    *ended = true;
+                                  }),
+                                  ended});
+  } catch (const std::system_error& e) {
+    spdlog::warn("layer {}: no thread for a request ({}); it is made on the reader's", layer_.digest.str(), e.what());
+    return false;
+  }
+  return true;
 }
 
 Status PieceFetcher::KeepRun(const std::vector<size_t>& run, const Result<std::string_view>& data, uint64_t start,

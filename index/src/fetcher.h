@@ -109,8 +109,9 @@ class PieceFetcher {
   Status KeepRun(const std::vector<size_t>& run, const Result<std::string_view>& data, uint64_t start,
                  bool background);
   void Finish(const std::vector<size_t>& run, const std::vector<Status>& results);
-  // Runs `work` (a request bringing neighbours) on a thread of its own.
-  void StartTransfer(std::function<void()> work);
+  // Runs `work` (a request bringing neighbours) on a thread of its own;
+  // false, having not run it, when no thread can be made.
+  bool StartTransfer(const std::shared_ptr<std::function<void()>>& work);
   // Waits for the flight of piece i, if there is one; but a piece that only
   // the background fetch is after is fetched now, on its own, rather than
   // behind the background's larger request.
