@@ -49,16 +49,16 @@ Times Time(int runs, const std::function<bool()>& f) {
   return {ms[ms.size() / 2], ms.front()};
 }
 
-// Inflates `in` member by member with zlib; returns the bytes out, or -1 on
-// corrupt data. `complete` gets where the last complete member ends.
-int64_t ZlibInflate(std::string_view in, size_t* complete, const std::function<void(std::string_view)>& sink) {
+// Inflates the gzip member at the start of `in` with zlib (its CRC32
+// checked): returns the bytes out and sets *used to the member's length, or
+// returns -1 when the member is corrupt or `in` ends inside it.
+int64_t ZlibMember(std::string_view in, size_t* used, const std::function<void(std::string_view)>& sink) {
   z_stream zs{};
   if (inflateInit2(&zs, 15 + 16) != Z_OK) return -1;
   auto buf = std::make_unique<char[]>(128 * 1024);
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
   zs.avail_in = static_cast<uInt>(in.size());
   int64_t out = 0;
-  *complete = 0;
   for (;;) {
     zs.next_out = reinterpret_cast<Bytef*>(buf.get());
     zs.avail_out = 128 * 1024;
@@ -67,15 +67,12 @@ int64_t ZlibInflate(std::string_view in, size_t* complete, const std::function<v
     out += static_cast<int64_t>(got);
     sink({buf.get(), got});
     if (r == Z_STREAM_END) {
-      *complete = in.size() - zs.avail_in;
-      if (zs.avail_in == 0) break;
-      inflateReset(&zs);
-      continue;
+      *used = in.size() - zs.avail_in;
+      break;
     }
-    if (r == Z_BUF_ERROR) break;  // the input ends inside a member
     if (r != Z_OK) {
-      inflateEnd(&zs);
-      return -1;
+      out = -1;
+      break;
     }
   }
   inflateEnd(&zs);
@@ -113,34 +110,19 @@ int main(int argc, char** argv) {
   // One pass to find the members that end inside the prefix, and what they hold.
   std::vector<Chunk> chunks;
   size_t at = 0;
-  while (at < data->size()) {
-    size_t complete = 0;
+  for (;;) {
     std::string plain;
-    std::string_view rest = std::string_view(*data).substr(at);
-    // One member: zlib stops at its end when told the input ends there, so
-    // find it by inflating until Z_STREAM_END.
-    z_stream zs{};
-    inflateInit2(&zs, 15 + 16);
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(rest.data()));
-    zs.avail_in = static_cast<uInt>(rest.size());
-    int r = Z_OK;
-    auto buf = std::make_unique<char[]>(128 * 1024);
-    while (r == Z_OK) {
-      zs.next_out = reinterpret_cast<Bytef*>(buf.get());
-      zs.avail_out = 128 * 1024;
-      r = inflate(&zs, Z_NO_FLUSH);
-      plain.append(buf.get(), 128 * 1024 - zs.avail_out);
+    size_t used = 0;
+    if (ZlibMember(std::string_view(*data).substr(at), &used, [&](std::string_view s) { plain.append(s); }) < 0) {
+      break;  // cut inside this member, or not gzip
     }
-    complete = rest.size() - zs.avail_in;
-    inflateEnd(&zs);
-    if (r != Z_STREAM_END) break;  // cut inside this member, or not gzip
     Chunk c;
     c.blob_offset = at;
-    c.blob_size = complete;
+    c.blob_size = used;
     c.size = plain.size();
     c.digest = Digest::Sha256Of(plain);
     chunks.push_back(c);
-    at += complete;
+    at += used;
   }
   if (chunks.empty()) {
     std::fprintf(stderr, "%s: no complete gzip member in its first %llu MiB\n", path.c_str(),
@@ -154,9 +136,9 @@ int main(int argc, char** argv) {
     for (const Chunk& c : chunks) {
       std::string out;
       out.reserve(c.size);
-      size_t complete = 0;
+      size_t used = 0;
       std::string_view in = std::string_view(*data).substr(c.blob_offset, c.blob_size);
-      if (ZlibInflate(in, &complete, [&](std::string_view s) { out.append(s); }) != static_cast<int64_t>(c.size)) {
+      if (ZlibMember(in, &used, [&](std::string_view s) { out.append(s); }) != static_cast<int64_t>(c.size)) {
         return false;
       }
       if (Digest::Sha256Of(out) != c.digest) return false;
