@@ -446,7 +446,9 @@ class RangeSink final : public MemorySink {
  public:
   RangeSink(uint64_t length, uint64_t early_bytes, const ImageSource::EarlyBytes* early)
       : MemorySink(length, "more bytes than the range"), early_bytes_(early_bytes),
-        early_(early != nullptr && *early ? early : nullptr) {}
+        early_(early != nullptr && *early ? early : nullptr) {
+    reserve(std::min<uint64_t>(length, 64 << 20));
+  }
   Status Write(std::string_view bytes) override {
     UCRFS_TRY(MemorySink::Write(bytes));
     if (early_ != nullptr && written() >= early_bytes_) {

@@ -8,29 +8,6 @@ namespace {
 
 constexpr size_t kMaxConfigBytes = 16 << 20;
 
-// Collects a small blob in memory, refusing more than a limit.
-class StringSink final : public BlobSink {
- public:
-  explicit StringSink(size_t limit) : limit_(limit) {}
-  Status Write(std::string_view data) override {
-    if (data_.size() + data.size() > limit_) {
-      return Error(Errc::kTooBig, fmt::format("blob larger than {} bytes", limit_));
-    }
-    data_.append(data);
-    return Ok();
-  }
-  Status Restart() override {
-    data_.clear();
-    return Ok();
-  }
-  uint64_t written() const override { return data_.size(); }
-  std::string& data() { return data_; }
-
- private:
-  const size_t limit_;
-  std::string data_;
-};
-
 Status CheckLayers(const ImageManifest& m, const ImageConfig& cfg) {
   for (const auto& l : m.layers) {
     auto c = LayerCompression(l.media_type);
@@ -79,12 +56,12 @@ Result<ResolvedImage> Resolve(ImageSource& source, const Platform& want) {
       return Error(Errc::kTooBig, fmt::format("image config {} is {} bytes, over the limit",
                                               out.config_desc.digest.str(), out.config_desc.size));
     }
-    StringSink sink(kMaxConfigBytes);
+    MemorySink sink(kMaxConfigBytes, fmt::format("blob larger than {} bytes", kMaxConfigBytes));
     Status st = source.GetBlob(out.config_desc, sink);
     if (!st.ok()) return st.error().Wrap(fmt::format("image config {}", out.config_desc.digest.str()));
     UCRFS_TRY(VerifyDigest(out.config_desc.digest, Digest::Of(out.config_desc.digest.algorithm(), sink.data()),
                            "image config"));
-    out.config_body = std::move(sink.data());
+    out.config_body = sink.take();
   }
   UCRFS_ASSIGN(out.config, ParseImageConfig(out.config_body));
   UCRFS_TRY(CheckLayers(out.parsed, out.config));

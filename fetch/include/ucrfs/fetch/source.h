@@ -39,9 +39,8 @@ class BlobSink {
 // with the message `too_big`).
 class MemorySink : public BlobSink {
  public:
-  MemorySink(uint64_t limit, std::string too_big) : limit_(limit), too_big_(std::move(too_big)) {
-    data_.reserve(std::min<uint64_t>(limit, 64 << 20));
-  }
+  MemorySink(uint64_t limit, std::string too_big) : limit_(limit), too_big_(std::move(too_big)) {}
+  void reserve(uint64_t n) { data_.reserve(std::min(n, limit_)); }
   Status Write(std::string_view data) override {
     if (data.size() > limit_ - data_.size()) return Error(Errc::kTooBig, too_big_);
     data_.append(data);
